@@ -1,0 +1,150 @@
+"""Admin: conversations with their messages, messages with their tool calls."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet, Sum
+from django.http import HttpRequest
+
+from .models import Conversation, Message, ToolCall
+from .templatetags.chat import seconds
+
+
+class MessageInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Message
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = readonly_fields = ("role", "status", "content", "model", "total_tokens", "created_at")
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ToolCallInline(admin.StackedInline):  # type: ignore[type-arg]
+    model = ToolCall
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "step",
+        "index",
+        "name",
+        "call_id",
+        "status",
+        "arguments",
+        "parsed_arguments",
+        "output",
+        "error",
+        "started_at",
+        "finished_at",
+        "duration_display",
+    )
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="duration")
+    def duration_display(self, call: ToolCall) -> str:
+        return seconds(call.duration)
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = [
+        "__str__",
+        "owner",
+        "model",
+        "message_count",
+        "tokens",
+        "created_at",
+        "updated_at",
+    ]
+    list_filter = ["model", "created_at", "updated_at"]
+    search_fields = ["title", "owner__username", "messages__content"]
+    readonly_fields = ["created_at", "updated_at"]
+    date_hierarchy = "created_at"
+    inlines = [MessageInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
+        queryset: QuerySet[Conversation] = super().get_queryset(request)
+        return queryset.select_related("owner").annotate(
+            message_total=Count("messages"), token_total=Sum("messages__total_tokens")
+        )
+
+    @admin.display(description="messages", ordering="message_total")
+    def message_count(self, conversation: Conversation) -> int:
+        return conversation.message_total  # type: ignore[attr-defined,no-any-return]
+
+    @admin.display(description="tokens", ordering="token_total")
+    def tokens(self, conversation: Conversation) -> int:
+        return conversation.token_total or 0  # type: ignore[attr-defined]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = [
+        "__str__",
+        "conversation",
+        "role",
+        "status",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "duration_display",
+        "created_at",
+    ]
+    list_filter = ["status", "role", "model", "created_at"]
+    search_fields = ["content", "error", "conversation__title"]
+    list_select_related = ["conversation"]
+    date_hierarchy = "created_at"
+    readonly_fields = [
+        "conversation",
+        "role",
+        "content",
+        "status",
+        "error",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "steps",
+        "stop_requested",
+        "heartbeat_at",
+        "created_at",
+        "finished_at",
+        "duration_display",
+    ]
+    inlines = [ToolCallInline]
+
+    @admin.display(description="duration")
+    def duration_display(self, message: Message) -> str:
+        return seconds(message.duration)
+
+
+@admin.register(ToolCall)
+class ToolCallAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["name", "status", "message", "call_id", "duration_display", "started_at"]
+    list_filter = ["status", "name", "started_at"]
+    search_fields = ["name", "call_id", "arguments", "output", "error"]
+    list_select_related = ["message"]
+    readonly_fields = [
+        "message",
+        "step",
+        "index",
+        "text_offset",
+        "call_id",
+        "name",
+        "arguments",
+        "parsed_arguments",
+        "status",
+        "output",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration_display",
+    ]
+
+    @admin.display(description="duration")
+    def duration_display(self, call: ToolCall) -> str:
+        return seconds(call.duration)

@@ -1,0 +1,137 @@
+"""Conversations, their messages and the tool calls the model made."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+
+
+class Conversation(models.Model):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=200, blank=True, help_text="The model used last.")
+    api_style = models.CharField(max_length=40, default="chat_completions")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+        INTERRUPTED = "interrupted"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.COMPLETE)
+    error = models.TextField(blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    steps = models.PositiveSmallIntegerField(default=0, help_text="Model calls made.")
+    stop_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+    @property
+    def is_streaming(self) -> bool:
+        return self.status == self.Status.STREAMING
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.created_at
+
+    def tool_call_steps(self) -> list[list[ToolCall]]:
+        """The tool calls grouped by the model call (step) that made them, in order."""
+        steps: dict[int, list[ToolCall]] = {}
+        for call in self.tool_calls.all():
+            steps.setdefault(call.step, []).append(call)
+        return [steps[step] for step in sorted(steps)]
+
+    def parts(self) -> list[tuple[str, list[ToolCall]]]:
+        """The text split where the model made tool calls: [(text, calls made after it), ...]."""
+        parts: list[tuple[str, list[ToolCall]]] = []
+        offset = 0
+        for calls in self.tool_call_steps():
+            at = min(max(calls[0].text_offset, offset), len(self.content))
+            parts.append((self.content[offset:at], calls))
+            offset = at
+        parts.append((self.content[offset:], []))
+        return parts
+
+
+class ToolCall(models.Model):
+    class Status(models.TextChoices):
+        STREAMING = "streaming"
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED})
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="tool_calls")
+    step = models.PositiveSmallIntegerField(default=1)
+    index = models.PositiveSmallIntegerField(default=0)
+    text_offset = models.PositiveIntegerField(
+        default=0, help_text="Length of the message text when the model made this call."
+    )
+    call_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=200)
+    arguments = models.TextField(blank=True, help_text="The arguments as the model streamed them.")
+    parsed_arguments = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.STREAMING)
+    output = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["step", "index", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "step", "index"], name="unique_tool_call_position"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at

@@ -1,0 +1,262 @@
+"""The generation runner: owns one assistant turn, detached from any socket.
+
+It runs the tool loop, keeps the Message and ToolCall rows up to date with coalesced
+checkpoints, and after each checkpoint tells the conversation's group that there is news.
+Pages re-read the rows, so a lost wake-up or a reconnect never loses text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from . import llm
+from .models import Conversation, Message, ToolCall
+from .services import aprovider_history
+from .streaming.events import Usage
+from .streaming.loop import LoopOutcome, run_tool_loop
+from .streaming.partial_json import parse_partial_arguments
+from .streaming.tools import ToolResult
+from .toolbox import toolbox_for
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 10.0
+
+# Strong references: the event loop only keeps weak ones to running tasks.
+_runs: dict[int, tuple[int, asyncio.Task[None]]] = {}
+
+
+def conversation_group(conversation_id: int) -> str:
+    return f"conversation-{conversation_id}"
+
+
+def start_generation(message: Message) -> asyncio.Task[None]:
+    """Run the answer for `message` as its own task on the running event loop."""
+    task = asyncio.create_task(run_generation(message.pk), name=f"generation-{message.pk}")
+    _runs[message.pk] = (message.conversation_id, task)
+    task.add_done_callback(lambda _: _runs.pop(message.pk, None))
+    return task
+
+
+def cancel_local_runs(*, conversation_id: int) -> None:
+    """Cancel this process's runs for a conversation; safe to call from any thread."""
+    for message_id, (owner_id, task) in list(_runs.items()):
+        if owner_id == conversation_id:
+            task.get_loop().call_soon_threadsafe(cancel_if_running, message_id)
+
+
+def cancel_if_running(message_id: int) -> None:
+    # Checked on the loop itself: a run that is already writing its final state is left alone.
+    run = _runs.get(message_id)
+    if run is not None:
+        run[1].cancel()
+
+
+async def wait_for_local_runs() -> None:
+    """Wait until every run in this process has finished (used by tests and shutdown)."""
+    while _runs:
+        await asyncio.gather(*(task for _, task in list(_runs.values())), return_exceptions=True)
+
+
+async def broadcast_update(conversation_id: int, message_id: int) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    await layer.group_send(
+        conversation_group(conversation_id),
+        {"type": "generation.update", "message_id": message_id},
+    )
+
+
+class Recorder:
+    """Receives the loop's reports and checkpoints them to the database."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.chunks: list[str] = []
+        self.text_length = 0
+        self.calls: dict[tuple[int, int], ToolCall] = {}
+        self.dirty_calls: set[tuple[int, int]] = set()
+        self.dirty = False
+        self.lock = asyncio.Lock()
+
+    async def step_started(self, step: int) -> None:
+        self.message.steps = step
+        self.dirty = True
+
+    async def text(self, delta: str) -> None:
+        self.chunks.append(delta)
+        self.text_length += len(delta)
+        self.dirty = True
+
+    async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
+        self.calls[(step, index)] = ToolCall(
+            message=self.message,
+            step=step,
+            index=index,
+            call_id=call_id,
+            name=name,
+            text_offset=self.text_length,
+            status=ToolCall.Status.STREAMING,
+        )
+        self.touch(step, index)
+
+    async def tool_arguments(self, step: int, index: int, delta: str) -> None:
+        self.calls[(step, index)].arguments += delta
+        self.touch(step, index)
+
+    async def tool_ready(
+        self, step: int, index: int, call_id: str, name: str, arguments: str
+    ) -> None:
+        call = self.calls.get((step, index))
+        if call is None:
+            await self.tool_started(step, index, call_id, name)
+            call = self.calls[(step, index)]
+        call.arguments = arguments
+        call.parsed_arguments = parse_arguments(arguments)
+        call.status = ToolCall.Status.PENDING
+        self.touch(step, index)
+        await self.flush()
+
+    async def tool_running(self, step: int, index: int) -> None:
+        call = self.calls[(step, index)]
+        call.status = ToolCall.Status.RUNNING
+        call.started_at = timezone.now()
+        self.touch(step, index)
+        await self.flush()
+
+    async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
+        call = self.calls[(step, index)]
+        call.status = ToolCall.Status.SUCCEEDED if result.ok else ToolCall.Status.FAILED
+        call.output = result.output
+        call.error = result.error
+        call.finished_at = timezone.now()
+        self.touch(step, index)
+        await self.flush()
+
+    async def usage(self, usage: Usage) -> None:
+        message = self.message
+        message.input_tokens = (message.input_tokens or 0) + usage.input_tokens
+        message.output_tokens = (message.output_tokens or 0) + usage.output_tokens
+        message.total_tokens = (message.total_tokens or 0) + usage.total_tokens
+        self.dirty = True
+
+    def touch(self, step: int, index: int) -> None:
+        self.dirty_calls.add((step, index))
+        self.dirty = True
+
+    async def flush(self, *, heartbeat: bool = False) -> bool:
+        """Write what changed since the last checkpoint and wake the pages; False if nothing did."""
+        async with self.lock:
+            changed = self.dirty
+            if not changed and not heartbeat:
+                return False
+            # Taken before the first await: changes made while writing wait for the next flush.
+            keys = sorted(self.dirty_calls)
+            self.dirty_calls.clear()
+            self.dirty = False
+            for key in keys:
+                call = self.calls[key]
+                if call.status == ToolCall.Status.STREAMING:
+                    call.parsed_arguments = parse_partial_arguments(call.arguments)
+                await call.asave()
+            message = self.message
+            message.content = "".join(self.chunks)
+            message.heartbeat_at = timezone.now()
+            await message.asave(
+                update_fields=[
+                    "content",
+                    "status",
+                    "error",
+                    "steps",
+                    "input_tokens",
+                    "output_tokens",
+                    "total_tokens",
+                    "heartbeat_at",
+                    "finished_at",
+                ]
+            )
+        if changed:
+            await broadcast_update(message.conversation_id, message.pk)
+        return changed
+
+    async def finish(self, status: Message.Status, error: str = "") -> None:
+        now = timezone.now()
+        for key, call in self.calls.items():
+            if call.status not in ToolCall.FINISHED:
+                call.status = ToolCall.Status.CANCELLED
+                call.finished_at = now
+                self.touch(*key)
+        self.message.status = status
+        self.message.error = error
+        self.message.finished_at = now
+        self.dirty = True
+        await self.flush()
+        await Conversation.objects.filter(pk=self.message.conversation_id).aupdate(updated_at=now)
+
+
+def parse_arguments(text: str) -> Any:
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return parse_partial_arguments(text)
+
+
+async def checkpoint_periodically(recorder: Recorder, run: asyncio.Task[Any]) -> None:
+    """Flush on a fixed beat, keep the heartbeat fresh and notice a Stop from another process."""
+    interval = settings.CHAT_CHECKPOINT_INTERVAL
+    since_heartbeat = 0.0
+    while True:
+        await asyncio.sleep(interval)
+        since_heartbeat += interval
+        beat = since_heartbeat >= HEARTBEAT_INTERVAL
+        if beat:
+            since_heartbeat = 0.0
+        await recorder.flush(heartbeat=beat)
+        if await Message.objects.filter(pk=recorder.message.pk, stop_requested=True).aexists():
+            run.cancel()
+            return
+
+
+async def run_generation(message_id: int) -> None:
+    message = await Message.objects.select_related("conversation").aget(pk=message_id)
+    conversation = message.conversation
+    recorder = Recorder(message)
+    this_task = asyncio.current_task()
+    assert this_task is not None
+    ticker = asyncio.create_task(checkpoint_periodically(recorder, this_task))
+    status, error = Message.Status.FAILED, ""
+    try:
+        history = await aprovider_history(conversation=conversation, before=message)
+        async with llm.chat_client() as client:
+            outcome: LoopOutcome = await run_tool_loop(
+                provider=llm.chat_provider(client, message.model),
+                messages=history,
+                toolbox=toolbox_for(user_id=conversation.owner_id),
+                observer=recorder,
+                max_steps=settings.LLM_MAX_STEPS,
+            )
+        if outcome.status == "failed":
+            status, error = Message.Status.FAILED, outcome.error
+        else:
+            status, error = Message.Status.COMPLETE, outcome.error
+    except asyncio.CancelledError:
+        status, error = Message.Status.CANCELLED, ""
+    except Exception:
+        logger.exception("generation %s failed", message_id)
+        status, error = Message.Status.FAILED, "An internal error stopped this answer."
+    finally:
+        # Stop further cancels (a second Stop press) from interrupting the final write.
+        _runs.pop(message_id, None)
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        await recorder.finish(status, error)

@@ -1,0 +1,210 @@
+"""Reads and writes for accounts, conversations and turns; views and consumers call these."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
+from django.db import transaction
+from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
+
+from .models import Conversation, Message, ToolCall
+
+# A run whose heartbeat is older than this belongs to a process that died.
+STALE_RUN_AFTER = timedelta(seconds=60)
+TITLE_LENGTH = 60
+
+
+class ChatInputError(Exception):
+    """Input the user can fix; the message is shown to them as is."""
+
+
+def user_create(*, username: str, password: str) -> User:
+    """Create an account; the first account on the site becomes a superuser."""
+    with transaction.atomic():
+        if not User.objects.exists():
+            return User.objects.create_superuser(username=username, password=password)
+        return User.objects.create_user(username=username, password=password)
+
+
+def conversation_list(*, user: User) -> QuerySet[Conversation]:
+    return Conversation.objects.filter(owner=user).order_by("-updated_at", "-id")
+
+
+def conversation_create(*, owner: User) -> Conversation:
+    from .llm import model_name
+
+    return Conversation.objects.create(owner=owner, model=model_name())
+
+
+def conversation_get(*, user: User | AnonymousUser, conversation_id: int) -> Conversation:
+    """The user's conversation; anyone else's raises DoesNotExist, exactly like a missing one."""
+    if not user.is_authenticated:
+        raise Conversation.DoesNotExist
+    return Conversation.objects.get(pk=conversation_id, owner=user)
+
+
+aconversation_get = sync_to_async(conversation_get)
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    from .runner import cancel_local_runs
+
+    cancel_local_runs(conversation_id=conversation.pk)
+    conversation.delete()
+
+
+def message_list(*, conversation: Conversation) -> list[Message]:
+    """Every message of the conversation with its tool calls, oldest first."""
+    mark_stale_runs_interrupted(conversation=conversation)
+    return list(
+        conversation.messages.order_by("created_at", "id").prefetch_related(
+            Prefetch("tool_calls", queryset=ToolCall.objects.order_by("step", "index"))
+        )
+    )
+
+
+amessage_list = sync_to_async(message_list)
+
+
+def message_get(*, conversation_id: int, message_id: int) -> Message:
+    return Message.objects.prefetch_related(
+        Prefetch("tool_calls", queryset=ToolCall.objects.order_by("step", "index"))
+    ).get(pk=message_id, conversation_id=conversation_id)
+
+
+amessage_get = sync_to_async(message_get)
+
+
+def mark_stale_runs_interrupted(*, conversation: Conversation) -> int:
+    """Mark runs whose process stopped beating as interrupted, so nothing looks stuck forever."""
+    stale = timezone.now() - STALE_RUN_AFTER
+    now = timezone.now()
+    message_ids = list(
+        conversation.messages.filter(
+            status=Message.Status.STREAMING, heartbeat_at__lt=stale
+        ).values_list("pk", flat=True)
+    )
+    if not message_ids:
+        return 0
+    Message.objects.filter(pk__in=message_ids).update(
+        status=Message.Status.INTERRUPTED,
+        error="The server stopped while this answer was being written.",
+        finished_at=now,
+    )
+    ToolCall.objects.filter(message_id__in=message_ids).exclude(
+        status__in=[ToolCall.Status.SUCCEEDED, ToolCall.Status.FAILED]
+    ).update(status=ToolCall.Status.CANCELLED, finished_at=now)
+    return len(message_ids)
+
+
+def check_message_text(text: object) -> str:
+    if not isinstance(text, str):
+        raise ChatInputError("The message must be text.")
+    text = text.strip()
+    if not text:
+        raise ChatInputError("Type a message first.")
+    limit = settings.CHAT_MESSAGE_MAX_LENGTH
+    if len(text) > limit:
+        raise ChatInputError(
+            f"That message is {len(text):,} characters long; the limit is {limit:,}."
+        )
+    return str(text)
+
+
+def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Message]:
+    """Store the user's message and an empty streaming assistant message for the answer."""
+    from .llm import model_name
+
+    text = check_message_text(text)
+    model = model_name()
+    if not model:
+        raise ChatInputError("No model is configured, so nothing can answer yet.")
+    with transaction.atomic():
+        # Lock the conversation row so two tabs cannot start two runs at once.
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if locked.messages.filter(status=Message.Status.STREAMING).exists():
+            raise ChatInputError("An answer is still being written: wait for it or press Stop.")
+        user_message = Message.objects.create(
+            conversation=locked, role=Message.Role.USER, content=text
+        )
+        now = timezone.now()
+        assistant_message = Message.objects.create(
+            conversation=locked,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            model=model,
+            heartbeat_at=now,
+        )
+        locked.model = model
+        if not locked.title:
+            locked.title = text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1] + "…"
+        locked.save(update_fields=["model", "title", "updated_at"])
+    return user_message, assistant_message
+
+
+aturn_start = sync_to_async(turn_start)
+
+
+def stop_request(*, conversation: Conversation) -> int:
+    """Ask every running answer in the conversation to stop, whichever process runs it."""
+    from .runner import cancel_local_runs
+
+    count = conversation.messages.filter(status=Message.Status.STREAMING).update(
+        stop_requested=True
+    )
+    cancel_local_runs(conversation_id=conversation.pk)
+    return count
+
+
+astop_request = sync_to_async(stop_request)
+
+
+def provider_history(*, conversation: Conversation, before: Message) -> list[dict[str, Any]]:
+    """The Chat Completions messages for everything said before `before`.
+
+    Each stored tool call is paired with its output, as the API requires; calls that never
+    produced an output (a stopped run) are left out together with their step.
+    """
+    history: list[dict[str, Any]] = [{"role": "system", "content": settings.LLM_SYSTEM_PROMPT}]
+    messages = conversation.messages.filter(created_at__lte=before.created_at).exclude(pk=before.pk)
+    for message in messages.order_by("created_at", "id").prefetch_related("tool_calls"):
+        if message.role == Message.Role.USER:
+            history.append({"role": "user", "content": message.content})
+            continue
+        offset = 0
+        for step_calls in message.tool_call_steps():
+            answered = [call for call in step_calls if call.status in ToolCall.FINISHED]
+            if not answered:
+                continue
+            text = message.content[offset : answered[0].text_offset]
+            offset = answered[0].text_offset
+            history.append(
+                {
+                    "role": "assistant",
+                    "content": text or None,
+                    "tool_calls": [
+                        {
+                            "id": call.call_id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        }
+                        for call in answered
+                    ],
+                }
+            )
+            history.extend(
+                {"role": "tool", "tool_call_id": call.call_id, "content": call.output}
+                for call in answered
+            )
+        rest = message.content[offset:]
+        if rest:
+            history.append({"role": "assistant", "content": rest})
+    return history
+
+
+aprovider_history = sync_to_async(provider_history)

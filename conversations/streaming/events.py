@@ -1,0 +1,61 @@
+"""The normalised events every provider adapter yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStarted:
+    index: int
+    call_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolArgumentsDelta:
+    index: int
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallReady:
+    index: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+ProviderEvent = (
+    TextDelta
+    | ToolCallStarted
+    | ToolArgumentsDelta
+    | ToolCallReady
+    | Usage
+    | Finished
+    | StreamError
+)

@@ -1,0 +1,288 @@
+"""Tools the model may call: JSON Schema from type hints, validation, and safe execution."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ERROR_DISPLAY_LIMIT = 200
+
+_SIMPLE_TYPES: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A callable the model may use, described by a JSON Schema for its keyword arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    function: Callable[..., Any]
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not _NAME_PATTERN.match(self.name):
+            raise ValueError(
+                f"tool name {self.name!r} must be 1-64 letters, digits, underscores or hyphens"
+            )
+        if self.parameters.get("type") != "object":
+            raise ValueError(f"parameters of tool {self.name!r} must be a JSON Schema object")
+        Draft202012Validator.check_schema(self.parameters)
+        if not self.timeout > 0:
+            raise ValueError(f"timeout of tool {self.name!r} must be positive")
+
+    @classmethod
+    def from_function(
+        cls,
+        function: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        timeout: float = 10.0,
+    ) -> Tool:
+        """Build a tool whose schema comes from the function's type hints.
+
+        `Annotated[str, "text"]` gives a parameter its description; parameters with a
+        default are optional. The description defaults to the docstring's first paragraph.
+        """
+        return cls(
+            name=name if name is not None else function.__name__,
+            description=description if description is not None else _first_paragraph(function),
+            parameters=_parameters_schema(function),
+            function=function,
+            timeout=timeout,
+        )
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool call produced: `output` goes back to the model, `error` is for display."""
+
+    ok: bool
+    output: str
+    error: str = ""
+
+    @classmethod
+    def failure(cls, reason: str) -> ToolResult:
+        short = reason
+        if len(short) > _ERROR_DISPLAY_LIMIT:
+            short = short[: _ERROR_DISPLAY_LIMIT - 1] + "…"
+        return cls(ok=False, output=f"Error: {reason}", error=short)
+
+
+class Toolbox:
+    """The tools offered to the model in one conversation, looked up by name."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._validators: dict[str, Draft202012Validator] = {}
+        for tool in tools:
+            if tool.name in self._tools:
+                raise ValueError(f"duplicate tool name {tool.name!r}")
+            self._tools[tool.name] = tool
+            self._validators[tool.name] = Draft202012Validator(tool.parameters)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._tools)
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def chat_completions_schema(self) -> list[dict[str, Any]]:
+        """The `tools` parameter of the OpenAI Chat Completions API."""
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.parameters,
+                },
+            }
+            for tool in self._tools.values()
+        ]
+
+    async def run(self, name: str, arguments: str) -> ToolResult:
+        """Validate and run one call. Every failure becomes an error result; only cancellation
+        propagates, so a Stop can cancel running tools."""
+        tool = self._tools.get(name)
+        if tool is None:
+            available = ", ".join(self._tools) or "none"
+            return ToolResult.failure(f"unknown tool {name!r}; available tools: {available}")
+
+        try:
+            parsed = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            return ToolResult.failure(f"arguments are not valid JSON: {exc}")
+        if not isinstance(parsed, dict):
+            return ToolResult.failure(
+                f"arguments are not valid JSON: expected an object, got {_json_type(parsed)}"
+            )
+
+        problem = best_match(self._validators[name].iter_errors(parsed))
+        if problem is not None:
+            where = "/".join(str(part) for part in problem.absolute_path)
+            detail = f"{where}: {problem.message}" if where else problem.message
+            return ToolResult.failure(f"invalid arguments: {detail}")
+
+        try:
+            async with asyncio.timeout(tool.timeout) as deadline:
+                if _is_async(tool.function):
+                    value = await tool.function(**parsed)
+                else:
+                    # A thread cannot be interrupted: on timeout it finishes in the background.
+                    value = await asyncio.to_thread(tool.function, **parsed)
+                output = value if isinstance(value, str) else json.dumps(value, default=str)
+        except TimeoutError as exc:
+            if deadline.expired():
+                return ToolResult.failure(f"the tool timed out after {tool.timeout:g} s")
+            return ToolResult.failure(_describe(exc))
+        except Exception as exc:
+            return ToolResult.failure(_describe(exc))
+        return ToolResult(ok=True, output=output)
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        type(function).__call__
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _json_type(value: object) -> str:
+    match value:
+        case list():
+            return "an array"
+        case str():
+            return "a string"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case None:
+            return "null"
+    return type(value).__name__
+
+
+def _first_paragraph(function: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(function) or ""
+    return " ".join(doc.split("\n\n", 1)[0].split())
+
+
+def _parameters_schema(function: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        hints = typing.get_type_hints(function, include_extras=True)
+    except Exception as exc:
+        raise TypeError(f"cannot resolve the type hints of {function!r}: {exc}") from exc
+
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind not in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+            raise TypeError(
+                f"parameter {parameter.name!r} of {function!r} cannot be passed by keyword"
+            )
+        if parameter.name not in hints:
+            raise TypeError(f"parameter {parameter.name!r} of {function!r} needs a type hint")
+        schema = _schema_for(hints[parameter.name])
+        if parameter.default is parameter.empty:
+            required.append(parameter.name)
+        elif _is_json_value(parameter.default):
+            schema["default"] = parameter.default
+        properties[parameter.name] = schema
+
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def _schema_for(annotation: Any) -> dict[str, Any]:
+    if annotation is Any:
+        return {}
+    if annotation in _SIMPLE_TYPES:
+        return {"type": _SIMPLE_TYPES[annotation]}
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        schema = _schema_for(args[0])
+        descriptions = [item for item in args[1:] if isinstance(item, str)]
+        if descriptions:
+            schema["description"] = descriptions[0]
+        return schema
+    if origin is typing.Literal:
+        schema = {"enum": list(args)}
+        kinds = {_SIMPLE_TYPES.get(type(value)) for value in args}
+        if len(kinds) == 1 and None not in kinds:
+            schema["type"] = kinds.pop()
+        return schema
+    if origin is list or annotation is list:
+        return {"type": "array", "items": _schema_for(args[0])} if args else {"type": "array"}
+    if origin is dict or annotation is dict:
+        if len(args) == 2:
+            return {"type": "object", "additionalProperties": _schema_for(args[1])}
+        return {"type": "object"}
+    if origin in (typing.Union, types.UnionType):
+        return _union_schema(args)
+    raise TypeError(f"cannot derive a JSON Schema from the type hint {annotation!r}")
+
+
+def _union_schema(args: tuple[Any, ...]) -> dict[str, Any]:
+    members = [_schema_for(arg) for arg in args if arg is not type(None)]
+    nullable = len(members) < len(args)
+    if len(members) == 1 and nullable:
+        schema = members[0]
+        if isinstance(schema.get("type"), str):
+            schema["type"] = [schema["type"], "null"]
+            if "enum" in schema:
+                schema["enum"] = [*schema["enum"], None]
+            return schema
+        if "enum" in schema and "type" not in schema:
+            schema["enum"] = [*schema["enum"], None]
+            return schema
+    descriptions = [member.pop("description") for member in members if "description" in member]
+    if nullable:
+        members.append({"type": "null"})
+    schema = {"anyOf": members}
+    if descriptions:
+        schema["description"] = descriptions[0]
+    return schema
+
+
+def _is_json_value(value: object) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,31 @@
+"""Template filters for chat pages."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from django import template
+from django.utils.safestring import SafeString
+
+from ..markdown import render_markdown
+
+register = template.Library()
+
+
+@register.filter
+def markdown(text: str) -> SafeString:
+    return render_markdown(text)
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+@register.filter
+def seconds(value: timedelta | None) -> str:
+    if value is None:
+        return ""
+    return f"{value.total_seconds():.2f} s"

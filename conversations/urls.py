@@ -1,0 +1,26 @@
+"""Page URLs."""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.conversation_list, name="conversation-list"),
+    path("signup/", views.signup, name="signup"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("conversations/new/", views.conversation_create, name="conversation-create"),
+    path(
+        "conversations/<int:conversation_id>/",
+        views.conversation_detail,
+        name="conversation-detail",
+    ),
+    path(
+        "conversations/<int:conversation_id>/delete/",
+        views.conversation_delete,
+        name="conversation-delete",
+    ),
+]

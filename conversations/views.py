@@ -1,0 +1,85 @@
+"""Pages: sign-up, the conversation list and the chat page."""
+
+from __future__ import annotations
+
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from . import llm, services
+from .forms import SignUpForm
+from .models import Conversation
+
+
+class SignedInRequest(HttpRequest):
+    user: User
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("conversation-list")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = services.user_create(
+            username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
+        )
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("conversation-list")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@require_GET
+@login_required
+def conversation_list(request: SignedInRequest) -> HttpResponse:
+    return render(
+        request,
+        "conversations/list.html",
+        {
+            "conversations": services.conversation_list(user=request.user),
+            "model": llm.model_name(),
+            "setup_hint": llm.SETUP_HINT,
+        },
+    )
+
+
+@require_POST
+@login_required
+def conversation_create(request: SignedInRequest) -> HttpResponse:
+    conversation = services.conversation_create(owner=request.user)
+    return redirect("conversation-detail", conversation_id=conversation.pk)
+
+
+@require_GET
+@login_required
+def conversation_detail(request: SignedInRequest, conversation_id: int) -> HttpResponse:
+    conversation = get_conversation(request, conversation_id)
+    messages = services.message_list(conversation=conversation)
+    return render(
+        request,
+        "conversations/detail.html",
+        {
+            "conversation": conversation,
+            "messages": messages,
+            "running": any(message.is_streaming for message in messages),
+            "model": llm.model_name(),
+            "setup_hint": llm.SETUP_HINT,
+        },
+    )
+
+
+@require_POST
+@login_required
+def conversation_delete(request: SignedInRequest, conversation_id: int) -> HttpResponse:
+    services.conversation_delete(conversation=get_conversation(request, conversation_id))
+    return redirect("conversation-list")
+
+
+def get_conversation(request: SignedInRequest, conversation_id: int) -> Conversation:
+    try:
+        return services.conversation_get(user=request.user, conversation_id=conversation_id)
+    except Conversation.DoesNotExist:
+        raise Http404("No such conversation.") from None

@@ -1,0 +1,84 @@
+"""Shared fixtures: users, a signed-in WebSocket, and the app pointed at the loopback model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+# Django is imported inside fixtures so the pure streaming-core tests run without it.
+if TYPE_CHECKING:
+    from channels.testing import WebsocketCommunicator
+    from django.contrib.auth.models import User
+
+    from conversations.models import Conversation
+    from tests.fake_openai import FakeOpenAI
+
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+@pytest.fixture
+def user(db: None) -> User:
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user(username="alice", password="a-long-password-1")
+
+
+@pytest.fixture
+def other_user(db: None) -> User:
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user(username="bob", password="a-long-password-2")
+
+
+@pytest.fixture
+def model_server(fake_openai: FakeOpenAI, settings: Any) -> FakeOpenAI:
+    """The app's model is the loopback server, read by the real openai SDK."""
+    settings.OPENAI_BASE_URL = fake_openai.base_url
+    settings.OPENAI_API_KEY = "test-key"
+    settings.LLM_MODEL = "fake-model"
+    settings.LLM_MAX_RETRIES = 0
+    settings.CHAT_CHECKPOINT_INTERVAL = 0.05
+    return fake_openai
+
+
+def session_cookie(user: User) -> bytes:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+Connect = Callable[..., Coroutine[Any, Any, "WebsocketCommunicator"]]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """Open a chat socket as `user` (or anonymously) on the real ASGI application."""
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from chatsite.asgi import application
+    from conversations import runner
+
+    opened: list[WebsocketCommunicator] = []
+
+    async def open_socket(
+        conversation: Conversation, user: User | None, *, origin: bytes = ORIGIN[1]
+    ) -> WebsocketCommunicator:
+        headers = [(b"origin", origin)]
+        if user is not None:
+            headers.append((b"cookie", await sync_to_async(session_cookie)(user)))
+        communicator = WebsocketCommunicator(
+            application, f"/ws/conversations/{conversation.pk}/", headers=headers
+        )
+        opened.append(communicator)
+        return communicator
+
+    yield open_socket
+    await runner.wait_for_local_runs()
+    for communicator in opened:
+        await communicator.disconnect()

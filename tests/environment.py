@@ -1,0 +1,9 @@
+"""Loaded first (`-p tests.environment`): a test environment independent of the caller's shell."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
+for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL", "REDIS_URL", "DEBUG"):
+    os.environ.pop(name, None)

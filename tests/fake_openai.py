@@ -1,0 +1,339 @@
+"""A loopback HTTP server that replays Chat Completions streams in OpenAI's wire format."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import re
+import select
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+Chunk = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SSEResponse:
+    chunks: list[Chunk | str]
+    delay: float = 0.0
+    cut_after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Script = SSEResponse | ErrorResponse
+
+
+def sse(
+    chunks: Sequence[Chunk | str], *, delay: float = 0.0, cut_after: int | None = None
+) -> SSEResponse:
+    """Stream `chunks` (dicts, or raw `data:` payloads) with `delay` seconds between events.
+
+    `cut_after=N` sends N chunks and then drops the connection without `[DONE]`.
+    """
+    return SSEResponse(list(chunks), delay, cut_after)
+
+
+_ERROR_KINDS = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> ErrorResponse:
+    """An error response with OpenAI's JSON error body."""
+    kind, code = _ERROR_KINDS.get(status, ("server_error", None))
+    return ErrorResponse(
+        status,
+        {"error": {"message": message, "type": kind, "param": None, "code": code}},
+        headers or {},
+    )
+
+
+_completion_ids = itertools.count(1)
+
+
+class Completion:
+    """Builds the chunks of one completion, which share an id, a creation time and a model."""
+
+    def __init__(self, model: str = "fake-model") -> None:
+        self.id = f"chatcmpl-fake{next(_completion_ids):06d}"
+        self.created = int(time.time())
+        self.model = model
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> Chunk:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+            "usage": None,
+        }
+
+    def usage(self, prompt: int, completion: int) -> Chunk:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "fp_fake",
+            "choices": [],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+            },
+        }
+
+
+def _split(text: str, pieces: int | None) -> list[str]:
+    """`pieces` roughly equal parts, or word-like tokens (" word") when `pieces` is None."""
+    if pieces is None:
+        return re.findall(r"\s*\S+|\s+", text)
+    size = max(1, -(-len(text) // pieces))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def text_stream(
+    text: str,
+    *,
+    pieces: int | None = None,
+    finish_reason: str = "stop",
+    usage: tuple[int, int] | None = (10, 20),
+    model: str = "fake-model",
+) -> list[Chunk]:
+    """Role chunk, content chunks, the finish chunk, then (unless usage=None) the usage chunk."""
+    completion = Completion(model)
+    chunks = [completion.chunk({"role": "assistant", "content": "", "refusal": None})]
+    chunks += [completion.chunk({"content": piece}) for piece in _split(text, pieces)]
+    chunks.append(completion.chunk({}, finish_reason))
+    if usage is not None:
+        chunks.append(completion.usage(*usage))
+    return chunks
+
+
+def tool_calls_stream(
+    calls: list[tuple[str, str]],
+    *,
+    interleave: bool = True,
+    text_before: str | None = None,
+    pieces: int = 4,
+    finish_reason: str = "tool_calls",
+    usage: tuple[int, int] | None = (10, 20),
+    model: str = "fake-model",
+) -> list[Chunk]:
+    """Chunks calling each (name, arguments JSON) with the arguments split into fragments.
+
+    Each call opens with a chunk carrying its id, type, name and empty arguments; with
+    `interleave` the fragments of different calls alternate, as parallel calls may.
+    """
+    completion = Completion(model)
+    chunks = [
+        completion.chunk(
+            {"role": "assistant", "content": "" if text_before else None, "refusal": None}
+        )
+    ]
+    if text_before:
+        chunks += [completion.chunk({"content": piece}) for piece in _split(text_before, None)]
+    per_call: list[list[dict[str, Any]]] = []
+    for index, (name, arguments) in enumerate(calls):
+        opening = {
+            "index": index,
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        fragments = [
+            {"index": index, "function": {"arguments": part}} for part in _split(arguments, pieces)
+        ]
+        per_call.append([opening, *fragments])
+    if interleave:
+        ordered = [d for row in itertools.zip_longest(*per_call) for d in row if d is not None]
+    else:
+        ordered = [d for deltas in per_call for d in deltas]
+    chunks += [completion.chunk({"tool_calls": [delta]}) for delta in ordered]
+    chunks.append(completion.chunk({}, finish_reason))
+    if usage is not None:
+        chunks.append(completion.usage(*usage))
+    return chunks
+
+
+class FakeOpenAI:
+    """Answers POST /v1/chat/completions with queued scripts, first in first out."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.closed_early = 0
+        self._scripts: deque[Script] = deque()
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start() the server first"
+        return f"http://127.0.0.1:{self._server.server_port}/v1"
+
+    def queue(self, script: Script) -> None:
+        self._scripts.append(script)
+
+    def start(self) -> FakeOpenAI:
+        fake = self
+
+        class Handler(_Handler):
+            server_fake = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        # Kept-alive connections would otherwise hold their handler threads open.
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+        self._server = None
+
+    def _next_script(self) -> Script | None:
+        with self._lock:
+            return self._scripts.popleft() if self._scripts else None
+
+    def _track(self, connection: socket.socket, *, open: bool) -> None:
+        with self._lock:
+            if open:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def _count_closed_early(self) -> None:
+        with self._lock:
+            self.closed_early += 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_fake: FakeOpenAI
+
+    def setup(self) -> None:
+        super().setup()
+        self.server_fake._track(self.connection, open=True)
+
+    def finish(self) -> None:
+        self.server_fake._track(self.connection, open=False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":
+            model = {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}
+            self._send_json(200, {"object": "list", "data": [model]})
+        else:
+            self._send_json(404, error(404, f"No route for GET {self.path}").body)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path != "/v1/chat/completions":
+            self._send_json(404, error(404, f"No route for POST {self.path}").body)
+            return
+        self.server_fake.requests.append(json.loads(body or b"null"))
+        script = self.server_fake._next_script()
+        if script is None:
+            self._send_json(500, error(500, "The fake model server has no scripted response.").body)
+        elif isinstance(script, ErrorResponse):
+            self._send_json(script.status, script.body, script.headers)
+        else:
+            self._stream(script)
+
+    def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, script: SSEResponse) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
+        self.end_headers()
+        payloads = [c if isinstance(c, str) else json.dumps(c) for c in script.chunks]
+        if script.cut_after is None:
+            payloads.append("[DONE]")
+        else:
+            payloads = payloads[: script.cut_after]
+            self.close_connection = True
+        if not self._send_events(payloads, script.delay, end=script.cut_after is None):
+            self.close_connection = True
+            self.server_fake._count_closed_early()
+
+    def _send_events(self, payloads: list[str], delay: float, *, end: bool) -> bool:
+        """Write the events (and the body's end); False if the client hung up first."""
+        try:
+            for number, payload in enumerate(payloads):
+                if number and delay and self._client_left_within(delay):
+                    return False
+                self._write_chunk(f"data: {payload}\n\n".encode())
+            if end:
+                self._write_chunk(b"")
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+
+    def _client_left_within(self, seconds: float) -> bool:
+        """Wait `seconds`, returning early with True if the client hangs up meanwhile."""
+        readable, _, _ = select.select([self.connection], [], [], seconds)
+        if not readable:
+            return False
+        try:
+            return not self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A started FakeOpenAI, stopped after the test."""
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()

@@ -1,0 +1,137 @@
+"""A real browser on the chat page served by Daphne: the htmx WebSocket wiring end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+        reason="Debian's chromium package is not installed (make test installs it as root)",
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def daphne_server(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[str]:
+    """Daphne serving the project on a fresh SQLite file, its model the loopback server."""
+    env = {
+        **os.environ,
+        "SECRET_KEY": "browser-test",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "LLM_MODEL": "fake-model",
+        "LLM_MAX_RETRIES": "0",
+        "CHAT_CHECKPOINT_INTERVAL": "0.1",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    daphne = shutil.which("daphne", path=str(Path(sys.executable).parent))
+    assert daphne, "daphne is installed with the project"
+    server = subprocess.Popen(
+        [daphne, "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+                assert time.monotonic() < deadline, "Daphne did not start"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_message_streams_back_with_a_tool_card(
+    daphne_server: str, fake_openai: FakeOpenAI
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    fake_openai.queue(
+        sse(
+            tool_calls_stream([("calculator", json.dumps({"expression": "17*23"}))]),
+            delay=0.05,
+        )
+    )
+    answer = "The product of seventeen and twenty-three is 391, computed with the calculator."
+    fake_openai.queue(sse(text_stream(answer), delay=0.12))
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{daphne_server}/signup/")
+            page.fill("#id_username", "walter")
+            page.fill("#id_password1", "a-browser-password-1")
+            page.fill("#id_password2", "a-browser-password-1")
+            page.click("button[type=submit]")
+            page.click("text=New conversation")
+            expect(page.locator("textarea[name=message]")).to_be_visible()
+            # Record every distinct text the answer shows while it streams.
+            page.evaluate(
+                """() => {
+                  window.seenTexts = [];
+                  new MutationObserver(() => {
+                    const answer = document.querySelector('.message.role-assistant .text');
+                    const text = answer ? answer.textContent : '';
+                    if (text && window.seenTexts.at(-1) !== text) window.seenTexts.push(text);
+                  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+                }"""
+            )
+            page.fill("textarea[name=message]", "what is 17*23?")
+            page.keyboard.press("Enter")
+
+            card = page.locator(".tool-card")
+            expect(card).to_have_attribute("data-status", "succeeded", timeout=15_000)
+            expect(card).to_contain_text("391")
+            assistant = page.locator(".message.role-assistant")
+            expect(assistant).to_have_attribute("data-status", "complete", timeout=15_000)
+            expect(assistant.locator(".text")).to_have_text(answer)
+            seen = page.evaluate("window.seenTexts")
+            partial = [text for text in seen if text != answer and answer.startswith(text)]
+            assert len(partial) >= 3, f"expected the answer in several steps, saw {seen}"
+            # The composer was cleared for the next message.
+            expect(page.locator("textarea[name=message]")).to_have_value("")
+        finally:
+            browser.close()

@@ -1,0 +1,213 @@
+"""The tool loop with a scripted provider: no Django, no server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from conversations.streaming.events import (
+    Finished,
+    ProviderEvent,
+    StreamError,
+    TextDelta,
+    ToolArgumentsDelta,
+    ToolCallReady,
+    ToolCallStarted,
+    Usage,
+)
+from conversations.streaming.loop import run_tool_loop
+from conversations.streaming.tools import Tool, Toolbox, ToolResult
+
+
+class Log:
+    """Records what the loop reported, in order."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Any, ...]] = []
+
+    async def step_started(self, step: int) -> None:
+        self.entries.append(("step", step))
+
+    async def text(self, delta: str) -> None:
+        self.entries.append(("text", delta))
+
+    async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
+        self.entries.append(("started", step, index, name))
+
+    async def tool_arguments(self, step: int, index: int, delta: str) -> None:
+        self.entries.append(("arguments", step, index, delta))
+
+    async def tool_ready(
+        self, step: int, index: int, call_id: str, name: str, arguments: str
+    ) -> None:
+        self.entries.append(("ready", step, index, arguments))
+
+    async def tool_running(self, step: int, index: int) -> None:
+        self.entries.append(("running", step, index))
+
+    async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
+        self.entries.append(("finished", step, index, result.ok, result.output))
+
+    async def usage(self, usage: Usage) -> None:
+        self.entries.append(("usage", usage.total_tokens))
+
+    def of(self, kind: str) -> list[tuple[Any, ...]]:
+        return [entry for entry in self.entries if entry[0] == kind]
+
+
+def scripted(*steps: list[ProviderEvent]) -> Any:
+    """A provider answering each model call with the next list of events."""
+    remaining = list(steps)
+    seen: list[list[dict[str, Any]]] = []
+
+    async def provider(
+        messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> AsyncIterator[ProviderEvent]:
+        seen.append([dict(m) for m in messages])
+        for event in remaining.pop(0):
+            yield event
+
+    provider.seen = seen  # type: ignore[attr-defined]
+    return provider
+
+
+def call(index: int, name: str, arguments: dict[str, Any]) -> list[ProviderEvent]:
+    text = json.dumps(arguments)
+    return [
+        ToolCallStarted(index, f"call_{index}", name),
+        ToolArgumentsDelta(index, text[:5]),
+        ToolArgumentsDelta(index, text[5:]),
+        ToolCallReady(index, f"call_{index}", name, text),
+    ]
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+TOOLS = Toolbox([Tool.from_function(add)])
+
+
+async def test_a_tool_step_then_an_answer() -> None:
+    provider = scripted(
+        [*call(0, "add", {"a": 2, "b": 3}), Finished("tool_calls")],
+        [TextDelta("It is "), TextDelta("5."), Usage(3, 2, 5), Finished("stop")],
+    )
+    log = Log()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "2+3?"}]
+
+    outcome = await run_tool_loop(
+        provider=provider, messages=messages, toolbox=TOOLS, observer=log, max_steps=8
+    )
+
+    assert (outcome.status, outcome.steps) == ("complete", 2)
+    assert log.of("finished") == [("finished", 1, 0, True, "5")]
+    assert "".join(e[1] for e in log.of("text")) == "It is 5."
+    second_call = provider.seen[1]
+    assert second_call[1]["tool_calls"][0]["function"] == {
+        "name": "add",
+        "arguments": '{"a": 2, "b": 3}',
+    }
+    assert second_call[2] == {"role": "tool", "tool_call_id": "call_0", "content": "5"}
+    assert messages[-1] == {"role": "assistant", "content": "It is 5."}
+
+
+async def test_the_step_cap_stops_a_model_that_never_answers() -> None:
+    provider = scripted(*[[*call(0, "add", {"a": 1, "b": 1}), Finished("tool_calls")]] * 3)
+    outcome = await run_tool_loop(
+        provider=provider, messages=[], toolbox=TOOLS, observer=Log(), max_steps=3
+    )
+    assert outcome.status == "step_limit"
+    assert "3 model calls" in outcome.error
+    assert len(provider.seen) == 3
+
+
+async def test_a_stream_error_fails_the_turn_after_keeping_text() -> None:
+    log = Log()
+    provider = scripted([TextDelta("partial"), StreamError("The model server answered 500")])
+    outcome = await run_tool_loop(
+        provider=provider, messages=[], toolbox=TOOLS, observer=log, max_steps=8
+    )
+    assert (outcome.status, outcome.error) == ("failed", "The model server answered 500")
+    assert log.of("text") == [("text", "partial")]
+
+
+async def test_bad_arguments_become_an_error_output_for_the_model() -> None:
+    provider = scripted(
+        [
+            ToolCallStarted(0, "call_0", "add"),
+            ToolCallReady(0, "call_0", "add", '{"a": 1, "b": '),
+            Finished("tool_calls"),
+        ],
+        [TextDelta("Sorry."), Finished("stop")],
+    )
+    log = Log()
+    outcome = await run_tool_loop(
+        provider=provider, messages=[], toolbox=TOOLS, observer=log, max_steps=8
+    )
+    assert outcome.status == "complete"
+    [(_, _, _, ok, output)] = log.of("finished")
+    assert not ok and "not valid JSON" in output
+    assert provider.seen[1][-1]["content"] == output
+
+
+async def test_calls_in_one_step_run_concurrently_and_report_as_each_ends() -> None:
+    release_slow = asyncio.Event()
+
+    async def slow() -> str:
+        await release_slow.wait()
+        return "slow done"
+
+    async def fast() -> str:
+        return "fast done"
+
+    class ReleasingLog(Log):
+        async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
+            await super().tool_finished(step, index, result)
+            if result.output == "fast done":
+                release_slow.set()
+
+    toolbox = Toolbox([Tool.from_function(slow), Tool.from_function(fast)])
+    provider = scripted(
+        [*call(0, "slow", {}), *call(1, "fast", {}), Finished("tool_calls")],
+        [TextDelta("ok"), Finished("stop")],
+    )
+    log = ReleasingLog()
+    async with asyncio.timeout(5):
+        outcome = await run_tool_loop(
+            provider=provider, messages=[], toolbox=toolbox, observer=log, max_steps=8
+        )
+    assert outcome.status == "complete"
+    assert [entry[4] for entry in log.of("finished")] == ["fast done", "slow done"]
+    # The outputs go back in the order the model made the calls.
+    assert [m["tool_call_id"] for m in provider.seen[1][-2:]] == ["call_0", "call_1"]
+
+
+async def test_cancelling_the_turn_cancels_running_tools() -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def forever() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    toolbox = Toolbox([Tool.from_function(forever, timeout=120)])
+    provider = scripted([*call(0, "forever", {}), Finished("tool_calls")])
+    task = asyncio.create_task(
+        run_tool_loop(provider=provider, messages=[], toolbox=toolbox, observer=Log(), max_steps=8)
+    )
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled.is_set()
