@@ -9,7 +9,11 @@ PORT ?= 8000
 SECRET_FILE := var/secret_key
 WITH_SECRET = SECRET_KEY="$${SECRET_KEY:-$$(cat $(SECRET_FILE))}"
 
-.PHONY: run test install uv browser lint
+# The production backends the second test run uses (started by .ci/run in CI).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+
+.PHONY: run test test-backends install uv browser lint
 
 uv:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -37,6 +41,17 @@ browser:
 
 test: install browser
 	$(VENV)/python -m pytest
+	$(MAKE) --no-print-directory test-backends
+
+# The suite again on PostgreSQL and channels-redis, as production runs it.
+test-backends: install
+	@if $(VENV)/python -c 'import socket; [socket.create_connection(("127.0.0.1", p), 2).close() for p in (5432, 6379)]' 2>/dev/null; then \
+		DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(VENV)/python -m pytest -m "not browser"; \
+	elif [ -n "$${CI:-}" ]; then \
+		echo "PostgreSQL (5432) or Redis (6379) is not reachable on 127.0.0.1"; exit 1; \
+	else \
+		echo "Skipped the PostgreSQL + Redis run: start both on 127.0.0.1 to include it."; \
+	fi
 
 lint: install
 	$(VENV)/ruff check .

@@ -15,6 +15,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from . import llm
@@ -220,8 +221,16 @@ async def checkpoint_periodically(recorder: Recorder, run: asyncio.Task[Any]) ->
         beat = since_heartbeat >= HEARTBEAT_INTERVAL
         if beat:
             since_heartbeat = 0.0
-        await recorder.flush(heartbeat=beat)
-        if await Message.objects.filter(pk=recorder.message.pk, stop_requested=True).aexists():
+        try:
+            await recorder.flush(heartbeat=beat)
+            stop = await Message.objects.filter(
+                pk=recorder.message.pk, stop_requested=True
+            ).aexists()
+        except DatabaseError:
+            # Most often the conversation was deleted mid-run; run_generation sorts it out.
+            logger.info("checkpoint of message %s failed; stopping", recorder.message.pk)
+            stop = True
+        if stop:
             run.cancel()
             return
 
@@ -259,4 +268,9 @@ async def run_generation(message_id: int) -> None:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
-        await recorder.finish(status, error)
+        try:
+            await recorder.finish(status, error)
+        except DatabaseError:
+            if await Message.objects.filter(pk=message_id).aexists():
+                raise
+            logger.info("message %s was deleted while it was being written", message_id)

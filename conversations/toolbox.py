@@ -17,8 +17,8 @@ def toolbox_for(*, user_id: int) -> Toolbox:
 
 
 def search_conversations_tool(*, user_id: int) -> Tool:
-    def search_conversations(query: str, limit: int = 5) -> str:
-        return json.dumps(search_messages(user_id=user_id, query=query, limit=limit))
+    async def search_conversations(query: str, limit: int = 5) -> str:
+        return json.dumps(await search_messages(user_id=user_id, query=query, limit=limit))
 
     return Tool(
         name="search_conversations",
@@ -44,7 +44,7 @@ def search_conversations_tool(*, user_id: int) -> Tool:
     )
 
 
-def search_messages(*, user_id: int, query: str, limit: int) -> list[dict[str, str]]:
+async def search_messages(*, user_id: int, query: str, limit: int) -> list[dict[str, str]]:
     """The user's finished messages containing `query`; never anyone else's."""
     matches = (
         Message.objects.filter(conversation__owner_id=user_id, content__icontains=query)
@@ -59,7 +59,7 @@ def search_messages(*, user_id: int, query: str, limit: int) -> list[dict[str, s
             "date": message.created_at.isoformat(timespec="minutes"),
             "excerpt": excerpt(message.content, query),
         }
-        for message in matches
+        async for message in matches
     ]
 
 

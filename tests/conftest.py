@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+import inspect
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -82,3 +83,18 @@ async def connect() -> AsyncIterator[Connect]:
     await runner.wait_for_local_runs()
     for communicator in opened:
         await communicator.disconnect()
+
+
+@pytest.fixture(autouse=True)
+def close_async_db_connections(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close the connections async tests opened in asgiref's worker thread.
+
+    Django closes connections at the end of a request; tests have no request, and PostgreSQL
+    refuses to drop the test database while one is still open.
+    """
+    yield
+    if inspect.iscoroutinefunction(request.function):
+        from asgiref.sync import SyncToAsync
+        from django.db import connections
+
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()

@@ -5,5 +5,5 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
-for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL", "REDIS_URL", "DEBUG"):
+for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL", "DEBUG"):
     os.environ.pop(name, None)

@@ -359,3 +359,51 @@ async def test_reconnecting_gets_everything_so_far(
     message = await assistant_message(conversation)
     assert message.status == Message.Status.COMPLETE
     assert message.content.endswith("w59")
+
+
+async def test_a_stop_flag_set_by_another_process_stops_the_run(
+    connect: Connect, user: User, model_server: FakeOpenAI
+) -> None:
+    model_server.queue(sse(text_stream(" ".join(["word"] * 200)), delay=0.05))
+    conversation = await new_conversation(user)
+    socket = await connect(conversation, user)
+    await socket.connect()
+    await socket.receive_from()
+
+    await socket.send_json_to({"message": "talk a lot"})
+    await receive_until(socket, lambda f: "word word" in f)
+    # What services.stop_request does in a Daphne process that does not run this answer.
+    await Message.objects.filter(conversation=conversation, role="assistant").aupdate(
+        stop_requested=True
+    )
+    await receive_until(socket, finished)
+    await runner.wait_for_local_runs()
+
+    message = await assistant_message(conversation)
+    assert message.status == Message.Status.CANCELLED
+    assert 0 < message.content.count("word") < 200
+
+
+async def test_deleting_a_conversation_mid_answer_ends_the_run_quietly(
+    connect: Connect, user: User, model_server: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    from asgiref.sync import sync_to_async
+
+    from conversations import services
+
+    model_server.queue(sse(text_stream(" ".join(["word"] * 200)), delay=0.05))
+    conversation = await new_conversation(user)
+    socket = await connect(conversation, user)
+    await socket.connect()
+    await socket.receive_from()
+    await socket.send_json_to({"message": "talk a lot"})
+    await receive_until(socket, lambda f: "word word" in f)
+
+    await sync_to_async(services.conversation_delete)(conversation=conversation)
+    await runner.wait_for_local_runs()
+
+    assert await Message.objects.acount() == 0
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    async with asyncio.timeout(3):
+        while model_server.closed_early < 1:
+            await asyncio.sleep(0.05)
