@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import pytest
@@ -40,8 +41,12 @@ def finished(frame: str) -> bool:
 
 
 async def send_and_wait(socket: WebsocketCommunicator, text: str) -> list[str]:
+    """Send a message and receive frames until its answer is finished."""
     await socket.send_json_to({"message": text})
-    frames = await receive_until(socket, finished)
+    frames = await receive_until(socket, lambda f: 'hx-swap-oob="beforeend"' in f)
+    answer_id = re.findall(r'id="(message-\d+)" class="message role-assistant', frames[-1])[0]
+    # Late frames of an earlier answer may still be queued; wait for this answer's end.
+    frames += await receive_until(socket, lambda f: f'id="{answer_id}"' in f and finished(f))
     await runner.wait_for_local_runs()
     return frames
 
