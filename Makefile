@@ -27,8 +27,7 @@ $(SECRET_FILE):
 
 run: install $(SECRET_FILE)
 	$(WITH_SECRET) $(VENV)/python manage.py migrate --noinput
-	@echo "Serving on http://$(HOST):$(PORT)/ (Ctrl+C to stop)"
-	$(WITH_SECRET) exec $(VENV)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+	$(WITH_SECRET) exec $(VENV)/python manage.py serve --host $(HOST) --port $(PORT)
 
 # Debian's Chromium drives the browser test; Playwright cannot download browsers here.
 browser:

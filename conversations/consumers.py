@@ -45,6 +45,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if frame.get("action") == "stop":
                 await services.astop_request(conversation=self.conversation)
                 return
+            if frame.get("action") == "ping":
+                await self.send(text_data=rendering.render_pong())
+                return
             user_message, assistant_message = await services.aturn_start(
                 conversation=self.conversation, text=frame.get("message")
             )

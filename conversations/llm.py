@@ -1,8 +1,9 @@
-"""The configured model: an `openai` client built from settings, wrapped as a loop provider."""
+"""The configured model: where it is served and an `openai` client for it, wrapped as a provider."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -15,32 +16,73 @@ from .streaming.loop import Provider
 SETUP_HINT = (
     "No model is configured. Set OPENAI_API_KEY (and optionally LLM_MODEL) to use OpenAI, or "
     "OPENAI_BASE_URL and LLM_MODEL to use an OpenAI-compatible server such as Ollama "
-    "(OPENAI_BASE_URL=http://127.0.0.1:11434/v1 LLM_MODEL=llama3.2), then restart the server."
+    "(OPENAI_BASE_URL=http://127.0.0.1:11434/v1 LLM_MODEL=llama3.2), or unset all of them and "
+    "LLM_BACKEND to use the embedded local model; then restart the server."
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    model: str
+    base_url: str | None
+    api_key: str
+    local: bool
+    max_tokens: int | None
+
+
+def local_base_url() -> str:
+    return f"http://{settings.LOCAL_LLM_HOST}:{settings.LOCAL_LLM_PORT}/v1"
+
+
+def endpoint() -> Endpoint | None:
+    """Where the configured model is served, or None when no model is configured."""
+    remote = bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+    if settings.LLM_BACKEND == "local" or (settings.LLM_BACKEND == "auto" and not remote):
+        return Endpoint(
+            model=settings.LOCAL_LLM_MODEL,
+            base_url=local_base_url(),
+            # llama.cpp's server ignores the key; the SDK insists on one.
+            api_key="local",
+            local=True,
+            max_tokens=settings.LLM_MAX_TOKENS or settings.LOCAL_LLM_MAX_TOKENS,
+        )
+    if not remote or not settings.LLM_MODEL:
+        return None
+    return Endpoint(
+        model=settings.LLM_MODEL,
+        base_url=settings.OPENAI_BASE_URL or None,
+        api_key=settings.OPENAI_API_KEY or "not-needed",
+        local=False,
+        max_tokens=settings.LLM_MAX_TOKENS,
+    )
+
+
 def model_name() -> str:
-    """The configured model name, or "" when no model is configured."""
-    if not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL):
-        return ""
-    return str(settings.LLM_MODEL)
+    """The configured model's name, or "" when no model is configured."""
+    configured = endpoint()
+    return configured.model if configured else ""
 
 
-def chat_client() -> openai.AsyncOpenAI:
+def chat_client(configured: Endpoint) -> openai.AsyncOpenAI:
     """A client for one generation; the caller closes it (its connections belong to one loop)."""
     return openai.AsyncOpenAI(
-        base_url=settings.OPENAI_BASE_URL or None,
-        # OpenAI-compatible local servers accept any key; the SDK insists on one.
-        api_key=settings.OPENAI_API_KEY or "not-needed",
+        base_url=configured.base_url,
+        api_key=configured.api_key,
         max_retries=settings.LLM_MAX_RETRIES,
         timeout=settings.LLM_TIMEOUT,
     )
 
 
-def chat_provider(client: openai.AsyncOpenAI, model: str) -> Provider:
+def chat_provider(client: openai.AsyncOpenAI, configured: Endpoint) -> Provider:
     def provider(
         messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> AsyncIterator[ProviderEvent]:
-        return stream_chat_completion(client, model=model, messages=messages, tools=tools)
+        return stream_chat_completion(
+            client,
+            model=configured.model,
+            messages=messages,
+            tools=tools,
+            max_tokens=configured.max_tokens,
+        )
 
     return provider

@@ -32,6 +32,7 @@ class Message(models.Model):
         ASSISTANT = "assistant"
 
     class Status(models.TextChoices):
+        QUEUED = "queued"
         STREAMING = "streaming"
         COMPLETE = "complete"
         CANCELLED = "cancelled"
@@ -62,9 +63,11 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"
 
+    IN_PROGRESS = frozenset({Status.QUEUED, Status.STREAMING})
+
     @property
-    def is_streaming(self) -> bool:
-        return self.status == self.Status.STREAMING
+    def in_progress(self) -> bool:
+        return self.status in self.IN_PROGRESS
 
     @property
     def duration(self) -> timedelta | None:

@@ -11,14 +11,14 @@ PAGE = "conversations/detail.html"
 
 def render_messages(messages: list[Message]) -> str:
     """Every message, replacing the whole list (sent when a socket connects)."""
-    running = any(message.is_streaming for message in messages)
+    running = any(message.in_progress for message in messages)
     return render_to_string(f"{PAGE}#messages", {"messages": messages}) + render_run_controls(
         running=running
     )
 
 
 def render_new_messages(messages: list[Message]) -> str:
-    running = any(message.is_streaming for message in messages)
+    running = any(message.in_progress for message in messages)
     return render_to_string(f"{PAGE}#new-messages", {"messages": messages}) + render_run_controls(
         running=running
     )
@@ -26,7 +26,7 @@ def render_new_messages(messages: list[Message]) -> str:
 
 def render_message(message: Message) -> str:
     return render_to_string(f"{PAGE}#message", {"message": message}) + render_run_controls(
-        running=message.is_streaming
+        running=message.in_progress
     )
 
 
@@ -41,3 +41,8 @@ def render_chat_error(error: str) -> str:
 def render_composer() -> str:
     """A fresh, empty message form, plus a cleared error line."""
     return render_to_string(f"{PAGE}#composer", {}) + render_chat_error("")
+
+
+def render_pong() -> str:
+    """The answer to {"action": "ping"}: proof the socket and the server's event loop are alive."""
+    return '<template id="pong"></template>'

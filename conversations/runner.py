@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -33,6 +35,10 @@ HEARTBEAT_INTERVAL = 10.0
 
 # Strong references: the event loop only keeps weak ones to running tasks.
 _runs: dict[int, tuple[int, asyncio.Task[None]]] = {}
+# The local model answers one request at a time; asyncio.Lock hands it out first come, first served.
+_local_model_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def conversation_group(conversation_id: int) -> str:
@@ -189,6 +195,11 @@ class Recorder:
             await broadcast_update(message.conversation_id, message.pk)
         return changed
 
+    async def set_status(self, status: Message.Status) -> None:
+        self.message.status = status
+        self.dirty = True
+        await self.flush()
+
     async def finish(self, status: Message.Status, error: str = "") -> None:
         now = timezone.now()
         for key, call in self.calls.items():
@@ -235,28 +246,42 @@ async def checkpoint_periodically(recorder: Recorder, run: asyncio.Task[Any]) ->
             return
 
 
+@contextlib.asynccontextmanager
+async def model_slot(configured: llm.Endpoint, recorder: Recorder) -> AsyncIterator[None]:
+    """Wait for the local model if another answer is using it; remote models need no turn."""
+    if not configured.local:
+        yield
+        return
+    lock = _local_model_slots.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    queued = lock.locked()
+    if queued:
+        await recorder.set_status(Message.Status.QUEUED)
+    async with lock:
+        if queued:
+            await recorder.set_status(Message.Status.STREAMING)
+        yield
+
+
 async def run_generation(message_id: int) -> None:
     message = await Message.objects.select_related("conversation").aget(pk=message_id)
-    conversation = message.conversation
     recorder = Recorder(message)
     this_task = asyncio.current_task()
     assert this_task is not None
     ticker = asyncio.create_task(checkpoint_periodically(recorder, this_task))
     status, error = Message.Status.FAILED, ""
     try:
-        history = await aprovider_history(conversation=conversation, before=message)
-        async with llm.chat_client() as client:
-            outcome: LoopOutcome = await run_tool_loop(
-                provider=llm.chat_provider(client, message.model),
-                messages=history,
-                toolbox=toolbox_for(user_id=conversation.owner_id),
-                observer=recorder,
-                max_steps=settings.LLM_MAX_STEPS,
-            )
-        if outcome.status == "failed":
-            status, error = Message.Status.FAILED, outcome.error
+        configured = llm.endpoint()
+        if configured is None:
+            error = llm.SETUP_HINT
         else:
-            status, error = Message.Status.COMPLETE, outcome.error
+            async with model_slot(configured, recorder):
+                outcome = await answer(message, configured, recorder)
+            status = (
+                Message.Status.FAILED if outcome.status == "failed" else Message.Status.COMPLETE
+            )
+            error = outcome.error
+            if configured.local and error.startswith(UNREACHABLE):
+                error += f" {LOCAL_MODEL_HINT}"
     except asyncio.CancelledError:
         status, error = Message.Status.CANCELLED, ""
     except Exception:
@@ -274,3 +299,23 @@ async def run_generation(message_id: int) -> None:
             if await Message.objects.filter(pk=message_id).aexists():
                 raise
             logger.info("message %s was deleted while it was being written", message_id)
+
+
+UNREACHABLE = "Could not reach the model server"
+LOCAL_MODEL_HINT = (
+    "The embedded local model runs alongside the site when it is started with `make run` "
+    "(or `manage.py serve`)."
+)
+
+
+async def answer(message: Message, configured: llm.Endpoint, recorder: Recorder) -> LoopOutcome:
+    conversation = message.conversation
+    history = await aprovider_history(conversation=conversation, before=message)
+    async with llm.chat_client(configured) as client:
+        return await run_tool_loop(
+            provider=llm.chat_provider(client, configured),
+            messages=history,
+            toolbox=toolbox_for(user_id=conversation.owner_id),
+            observer=recorder,
+            max_steps=settings.LLM_MAX_STEPS,
+        )

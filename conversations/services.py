@@ -86,7 +86,7 @@ def mark_stale_runs_interrupted(*, conversation: Conversation) -> int:
     now = timezone.now()
     message_ids = list(
         conversation.messages.filter(
-            status=Message.Status.STREAMING, heartbeat_at__lt=stale
+            status__in=Message.IN_PROGRESS, heartbeat_at__lt=stale
         ).values_list("pk", flat=True)
     )
     if not message_ids:
@@ -127,7 +127,7 @@ def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Me
     with transaction.atomic():
         # Lock the conversation row so two tabs cannot start two runs at once.
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if locked.messages.filter(status=Message.Status.STREAMING).exists():
+        if locked.messages.filter(status__in=Message.IN_PROGRESS).exists():
             raise ChatInputError("An answer is still being written: wait for it or press Stop.")
         user_message = Message.objects.create(
             conversation=locked, role=Message.Role.USER, content=text
@@ -154,9 +154,7 @@ def stop_request(*, conversation: Conversation) -> int:
     """Ask every running answer in the conversation to stop, whichever process runs it."""
     from .runner import cancel_local_runs
 
-    count = conversation.messages.filter(status=Message.Status.STREAMING).update(
-        stop_requested=True
-    )
+    count = conversation.messages.filter(status__in=Message.IN_PROGRESS).update(stop_requested=True)
     cancel_local_runs(conversation_id=conversation.pk)
     return count
 

@@ -48,7 +48,7 @@ async def search_messages(*, user_id: int, query: str, limit: int) -> list[dict[
     """The user's finished messages containing `query`; never anyone else's."""
     matches = (
         Message.objects.filter(conversation__owner_id=user_id, content__icontains=query)
-        .exclude(status=Message.Status.STREAMING)
+        .exclude(status__in=Message.IN_PROGRESS)
         .select_related("conversation")
         .order_by("-created_at", "-id")[: min(limit, SEARCH_LIMIT)]
     )

@@ -64,7 +64,7 @@ def conversation_detail(request: SignedInRequest, conversation_id: int) -> HttpR
         {
             "conversation": conversation,
             "messages": messages,
-            "running": any(message.is_streaming for message in messages),
+            "running": any(message.in_progress for message in messages),
             "model": llm.model_name(),
             "setup_hint": llm.SETUP_HINT,
         },

@@ -36,7 +36,12 @@ class ErrorResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Script = SSEResponse | ErrorResponse
+@dataclass(frozen=True, slots=True)
+class JSONResponse:
+    body: dict[str, Any]
+
+
+Script = SSEResponse | ErrorResponse | JSONResponse
 
 
 def sse(
@@ -67,6 +72,11 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> E
     )
 
 
+def json_body(completion: dict[str, Any]) -> JSONResponse:
+    """Answer with one plain JSON body (e.g. `Completion.whole(...)`), even to a stream request."""
+    return JSONResponse(completion)
+
+
 _completion_ids = itertools.count(1)
 
 
@@ -89,6 +99,25 @@ class Completion:
                 {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             ],
             "usage": None,
+        }
+
+    def whole(
+        self,
+        message: dict[str, Any],
+        finish_reason: str = "stop",
+        usage: tuple[int, int] | None = (10, 20),
+    ) -> dict[str, Any]:
+        """The `chat.completion` object a non-streaming answer carries."""
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+            ],
+            "usage": None if usage is None else self.usage(*usage)["usage"],
         }
 
     def usage(self, prompt: int, completion: int) -> Chunk:
@@ -274,6 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(500, error(500, "The fake model server has no scripted response.").body)
         elif isinstance(script, ErrorResponse):
             self._send_json(script.status, script.body, script.headers)
+        elif isinstance(script, JSONResponse):
+            self._send_json(200, script.body)
         else:
             self._stream(script)
 

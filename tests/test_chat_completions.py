@@ -186,11 +186,13 @@ async def test_arguments_in_the_opening_chunk_and_a_missing_id(
 
     events = await collect(client, tools=[CALCULATOR])
 
+    call_id = of_type(events, ToolCallStarted)[0].call_id
+    assert call_id.startswith("call_") and len(call_id) > len("call_")
     assert events == [
-        ToolCallStarted(0, "call_0", "calculator"),
+        ToolCallStarted(0, call_id, "calculator"),
         ToolArgumentsDelta(0, "{"),
         ToolArgumentsDelta(0, '"expression": "3*3"}'),
-        ToolCallReady(0, "call_0", "calculator", '{"expression": "3*3"}'),
+        ToolCallReady(0, call_id, "calculator", '{"expression": "3*3"}'),
         Finished("tool_calls"),
     ]
 

@@ -412,3 +412,49 @@ async def test_deleting_a_conversation_mid_answer_ends_the_run_quietly(
     async with asyncio.timeout(3):
         while model_server.closed_early < 1:
             await asyncio.sleep(0.05)
+
+
+async def test_answers_from_the_local_model_wait_their_turn(
+    connect: Connect, user: User, fake_openai: FakeOpenAI, settings: Any
+) -> None:
+    # The loopback server stands in for llama.cpp's server at the local model's address.
+    settings.LLM_BACKEND = "local"
+    settings.LOCAL_LLM_PORT = int(fake_openai.base_url.rsplit(":", 1)[1].split("/")[0])
+    settings.LLM_MAX_RETRIES = 0
+    settings.CHAT_CHECKPOINT_INTERVAL = 0.05
+    fake_openai.queue(sse(text_stream(" ".join(["first"] * 30)), delay=0.05))
+    fake_openai.queue(sse(text_stream("second answer")))
+    one, two = await new_conversation(user), await new_conversation(user)
+    first = await connect(one, user)
+    await first.connect()
+    await first.receive_from()
+    second = await connect(two, user)
+    await second.connect()
+    await second.receive_from()
+
+    await first.send_json_to({"message": "go first"})
+    await receive_until(first, lambda f: "first first" in f)
+    await second.send_json_to({"message": "go second"})
+    queued = await receive_until(second, lambda f: 'data-status="queued"' in f)
+    assert "Queued" in queued[-1]
+    await receive_until(second, lambda f: 'data-status="streaming"' in f)
+    # By the time the second answer starts, the first one is finished.
+    first_answer = await assistant_message(one)
+    assert first_answer.status == Message.Status.COMPLETE
+    await receive_until(second, finished)
+    await runner.wait_for_local_runs()
+
+    second_answer = await assistant_message(two)
+    assert (second_answer.status, second_answer.content) == ("complete", "second answer")
+    assert second_answer.model == "SmolLM2-135M-Instruct"
+    assert fake_openai.requests[1]["model"] == "SmolLM2-135M-Instruct"
+    assert fake_openai.requests[0]["max_tokens"] == 512
+
+
+async def test_ping_is_answered(connect: Connect, user: User) -> None:
+    conversation = await new_conversation(user)
+    socket = await connect(conversation, user)
+    await socket.connect()
+    await socket.receive_from()
+    await socket.send_json_to({"action": "ping"})
+    assert await socket.receive_from() == '<template id="pong"></template>'

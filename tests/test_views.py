@@ -93,6 +93,7 @@ def test_new_conversation_opens_the_chat_page(user: User) -> None:
 
 
 def test_no_model_configured_says_how_to_fix_it(user: User, settings: Any) -> None:
+    settings.LLM_BACKEND = "remote"
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = ""
     conversation = Conversation.objects.create(owner=user)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import openai
 from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolUnionParam
-from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionToolUnionParam,
+)
+from openai.types.chat.chat_completion_chunk import ChoiceDelta, ChoiceDeltaToolCall
 
 from .events import (
     Finished,
     ProviderEvent,
+    ReasoningDelta,
     StreamError,
     TextDelta,
     ToolArgumentsDelta,
@@ -22,16 +28,11 @@ from .events import (
     ToolCallStarted,
     Usage,
 )
+from .tagged_text import Segment, TaggedTextScanner, parse_tool_call
 
 ENDED_EARLY = "The model's stream ended before it finished."
-
-
-@dataclass(slots=True)
-class _ToolCall:
-    call_id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-    started: bool = False
+# DeepSeek and older vLLM send `reasoning_content`; Ollama, OpenRouter and newer vLLM `reasoning`.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
 async def stream_chat_completion(
@@ -46,102 +47,189 @@ async def stream_chat_completion(
 
     Closing the generator (or cancelling its consumer) closes the HTTP response.
     """
+    # The raw response, because some servers answer a stream request with one plain JSON
+    # body, which the SDK's stream parser would read as an empty stream.
+    request = client.chat.completions.with_streaming_response.create(
+        model=model,
+        messages=cast(list[ChatCompletionMessageParam], messages),
+        tools=cast(list[ChatCompletionToolUnionParam], tools) if tools else openai.omit,
+        max_tokens=openai.omit if max_tokens is None else max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    turn = _Turn()
+    midway = False
     try:
-        stream = await client.chat.completions.create(
-            model=model,
-            messages=cast(list[ChatCompletionMessageParam], messages),
-            tools=cast(list[ChatCompletionToolUnionParam], tools) if tools else openai.omit,
-            max_tokens=openai.omit if max_tokens is None else max_tokens,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+        async with request as response:
+            midway = True
+            content_type = response.headers.get("content-type", "").split(";")[0].strip()
+            if content_type.endswith("json"):
+                for event in turn.absorb(_completion_as_chunk(await response.json())):
+                    yield event
+            else:
+                async for chunk in await response.parse():
+                    for event in turn.absorb(chunk):
+                        yield event
     except openai.APIError as error:
-        yield _stream_error(error, midway=False)
-        return
-
-    calls: dict[int, _ToolCall] = {}
-    finish_reason: str | None = None
-    try:
-        async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    yield _usage(chunk.usage)
-                for choice in chunk.choices:
-                    if choice.index != 0:
-                        continue
-                    if choice.delta.content:
-                        yield TextDelta(choice.delta.content)
-                    for delta in choice.delta.tool_calls or ():
-                        for event in _absorb_tool_call(calls, delta):
-                            yield event
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-    except openai.APIError as error:
-        yield _stream_error(error, midway=True)
-        return
+        error_event = _stream_error(error, midway=midway)
     except json.JSONDecodeError:
-        yield StreamError("The model server sent a stream chunk that is not valid JSON.")
+        error_event = StreamError("The model server sent a stream chunk that is not valid JSON.")
+    else:
+        for event in turn.finish():
+            yield event
         return
-
-    if finish_reason is None:
-        yield StreamError(ENDED_EARLY)
-        return
-    for event in _finish(calls, finish_reason):
+    for event in turn.flush_text():
         yield event
+    yield error_event
 
 
-def _absorb_tool_call(
-    calls: dict[int, _ToolCall], delta: ChoiceDeltaToolCall
-) -> Iterator[ProviderEvent]:
-    index = _index_of(calls, delta)
-    call = calls.setdefault(index, _ToolCall())
-    if delta.id and not call.started:
-        call.call_id = delta.id
-    function = delta.function
-    if function is not None and function.name and not call.name:
-        call.name = function.name
-    fragment = function.arguments if function is not None else None
-    if fragment:
-        call.arguments.append(fragment)
-    if call.started:
+@dataclass(slots=True)
+class _ToolCall:
+    index: int
+    call_id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+    started: bool = False
+    server_id: str = ""
+
+
+class _Turn:
+    """The first choice's deltas, assembled across chunks into provider events."""
+
+    def __init__(self) -> None:
+        self.calls: list[_ToolCall] = []
+        self.by_server_index: dict[int | None, _ToolCall] = {}
+        self.scanner = TaggedTextScanner()
+        self.finish_reason: str | None = None
+
+    def absorb(self, chunk: ChatCompletionChunk) -> Iterator[ProviderEvent]:
+        if chunk.usage is not None:
+            yield _usage(chunk.usage)
+        # Azure's first chunk and every usage chunk have no choices.
+        for choice in chunk.choices or ():
+            if choice.index not in (0, None):
+                continue
+            if choice.delta is not None:
+                if reasoning := _reasoning_of(choice.delta):
+                    yield ReasoningDelta(reasoning)
+                if choice.delta.content:
+                    yield from self._segments(self.scanner.feed(choice.delta.content))
+                for delta in choice.delta.tool_calls or ():
+                    yield from self._absorb_tool_call(delta)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+
+    def finish(self) -> Iterator[ProviderEvent]:
+        if self.finish_reason is None:
+            yield from self.flush_text()
+            yield StreamError(ENDED_EARLY)
+            return
+        yield from self._segments(self.scanner.flush())
+        for call in self.calls:
+            yield from _start(call)
+            yield ToolCallReady(call.index, call.call_id, call.name, "".join(call.arguments))
+        stopped = self.calls and self.finish_reason == "stop"
+        yield Finished("tool_calls" if stopped else self.finish_reason)
+
+    def flush_text(self) -> Iterator[ProviderEvent]:
+        """Text held back for a possible tag, once the stream broke off; a half call is lost."""
+        segments = self.scanner.flush()
+        yield from self._segments([s for s in segments if s.kind != "tool_call"])
+
+    def _segments(self, segments: list[Segment]) -> Iterator[ProviderEvent]:
+        for segment in segments:
+            parsed = parse_tool_call(segment.text) if segment.kind == "tool_call" else None
+            if segment.kind == "reasoning":
+                yield ReasoningDelta(segment.text)
+            elif parsed is None:
+                yield TextDelta(segment.text)
+            else:
+                call = self._new_call(name=parsed[0], arguments=[parsed[1]])
+                yield from _start(call)
+
+    def _absorb_tool_call(self, delta: ChoiceDeltaToolCall) -> Iterator[ProviderEvent]:
+        # The SDK builds chunks without validation, so a server that omits `index` leaves None.
+        server_index: int | None = getattr(delta, "index", None)
+        name = delta.function.name if delta.function is not None else None
+        fragment = delta.function.arguments if delta.function is not None else None
+        call = self._call_for(server_index, delta.id, name) or self._new_call()
+        self.by_server_index[server_index] = call
+        if delta.id and not call.server_id and not call.started:
+            call.server_id = delta.id
+        if name and not call.name:
+            call.name = name
         if fragment:
-            yield ToolArgumentsDelta(index, fragment)
-    elif call.name:
-        yield from _start(index, call)
+            call.arguments.append(fragment)
+            if call.started:
+                yield ToolArgumentsDelta(call.index, fragment)
+        if call.name:
+            yield from _start(call)
+
+    def _call_for(
+        self, server_index: int | None, call_id: str | None, name: str | None
+    ) -> _ToolCall | None:
+        """The call a fragment continues, or None when it opens a new one.
+
+        Servers that omit `index`, or send 0 for every call, are told apart by a new id, or by
+        a name arriving once the previous call's arguments are complete.
+        """
+        if call_id:
+            for known in self.calls:
+                if known.server_id == call_id:
+                    return known
+        call = self.by_server_index.get(server_index)
+        if call is None or (call_id and call.server_id):
+            return None
+        if name and call.name and (name != call.name or _is_json(call.arguments)):
+            return None
+        return call
+
+    def _new_call(self, *, name: str = "", arguments: list[str] | None = None) -> _ToolCall:
+        call = _ToolCall(len(self.calls), name=name, arguments=arguments or [])
+        self.calls.append(call)
+        return call
 
 
-def _finish(calls: dict[int, _ToolCall], finish_reason: str) -> Iterator[ProviderEvent]:
-    for index in sorted(calls):
-        call = calls[index]
-        yield from _start(index, call)
-        yield ToolCallReady(index, call.call_id, call.name, "".join(call.arguments))
-    yield Finished("tool_calls" if calls and finish_reason == "stop" else finish_reason)
-
-
-def _start(index: int, call: _ToolCall) -> Iterator[ProviderEvent]:
-    """Announce a call once its name is known, with any arguments that arrived before it."""
+def _start(call: _ToolCall) -> Iterator[ProviderEvent]:
+    """Announce a call once, with any arguments that arrived before its name."""
     if call.started:
         return
     call.started = True
-    call.call_id = call.call_id or f"call_{index}"
-    yield ToolCallStarted(index, call.call_id, call.name)
+    # vLLM and text-embedded calls come without ids; the history needs one unique per call.
+    call.call_id = call.server_id or f"call_{uuid.uuid4().hex[:24]}"
+    yield ToolCallStarted(call.index, call.call_id, call.name)
     if call.arguments:
-        yield ToolArgumentsDelta(index, "".join(call.arguments))
+        yield ToolArgumentsDelta(call.index, "".join(call.arguments))
 
 
-def _index_of(calls: dict[int, _ToolCall], delta: ChoiceDeltaToolCall) -> int:
-    """The call a fragment belongs to, for servers that omit or reuse `index` too."""
-    # The SDK builds chunks without validation, so a server that omits `index` leaves it unset.
-    index: int | None = getattr(delta, "index", None)
-    if delta.id:
-        for known, call in calls.items():
-            if call.call_id == delta.id:
-                return known
-        if index is None or (index in calls and calls[index].call_id not in ("", delta.id)):
-            return max(calls, default=-1) + 1
-    if index is None:
-        return max(calls, default=0)
-    return index
+def _is_json(fragments: list[str]) -> bool:
+    try:
+        json.loads("".join(fragments))
+    except ValueError:
+        return False
+    return True
+
+
+def _reasoning_of(delta: ChoiceDelta) -> str:
+    for name in REASONING_FIELDS:
+        value = getattr(delta, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _completion_as_chunk(body: object) -> ChatCompletionChunk:
+    """A whole `chat.completion` body recast as the one chunk that carries all of it."""
+    data: dict[str, Any] = body if isinstance(body, dict) else {}
+    choices = []
+    for choice in data.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        message = dict(choice.get("message") or {})
+        calls = message.get("tool_calls") or ()
+        message["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
+        choices.append({**choice, "delta": message})
+    return ChatCompletionChunk.construct(**{**data, "choices": choices})
 
 
 def _usage(usage: CompletionUsage) -> Usage:

@@ -12,6 +12,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Thinking the model shows apart from its answer (reasoning fields, `<think>` blocks)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallStarted:
     index: int
     call_id: str
@@ -52,6 +59,7 @@ class StreamError:
 
 ProviderEvent = (
     TextDelta
+    | ReasoningDelta
     | ToolCallStarted
     | ToolArgumentsDelta
     | ToolCallReady
