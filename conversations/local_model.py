@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -80,6 +81,19 @@ def server_command(*, port: int | None = None) -> list[str]:
     ]
 
 
+def server_environment() -> dict[str, str]:
+    """Our environment without variables llama.cpp's server would read as its own settings.
+
+    Its settings come from the environment too, case-insensitively, and win over the command
+    line: a PORT or MODEL meant for something else (make passes `make run PORT=...` on) would
+    move or replace the model server.
+    """
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    fields = {*ModelSettings.model_fields, *ServerSettings.model_fields}
+    return {name: value for name, value in os.environ.items() if name.lower() not in fields}
+
+
 def start_server(
     *, port: int | None = None, log_path: Path | None = None, timeout: float = 60
 ) -> subprocess.Popen[bytes]:
@@ -92,7 +106,12 @@ def start_server(
     log_path = log_path or Path(settings.BASE_DIR) / "var" / "local-model.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(server_command(port=port), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            server_command(port=port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=server_environment(),
+        )
     url = f"http://{settings.LOCAL_LLM_HOST}:{port}/v1/models"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

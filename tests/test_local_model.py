@@ -149,3 +149,12 @@ def test_serve_reports_a_startup_failure_without_a_traceback(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "LOCAL_LLM_MODEL_PATH points at /nonexistent/model.gguf" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_server_ignores_our_port_and_model_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "8766")
+    monkeypatch.setenv("model", "/elsewhere.gguf")
+    monkeypatch.setenv("SECRET_KEY", "kept")
+    environment = local_model.server_environment()
+    assert "PORT" not in environment and "model" not in environment
+    assert environment["SECRET_KEY"] == "kept"
