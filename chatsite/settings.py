@@ -151,6 +151,16 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 LLM_MODEL = os.environ.get("LLM_MODEL", "") or ("gpt-4.1-mini" if OPENAI_API_KEY else "")
 LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 0) or None
+# More models to offer in each conversation's selector, besides LLM_MODEL and those the server
+# lists at /v1/models.
+LLM_MODELS = [name.strip() for name in os.environ.get("LLM_MODELS", "").split(",") if name.strip()]
+# The API new conversations use with the remote model: chat_completions or responses.
+LLM_API_STYLE = os.environ.get("LLM_API_STYLE", "chat_completions").strip().lower()
+if LLM_API_STYLE not in {"chat_completions", "responses"}:
+    raise ImproperlyConfigured("LLM_API_STYLE must be chat_completions or responses.")
+# Responses API: let the server store responses and continue from previous_response_id; off
+# (store=false) replays the whole input on every call, for servers that keep nothing.
+LLM_RESPONSES_STORE = env_bool("LLM_RESPONSES_STORE", True)
 LOCAL_LLM_HOST = os.environ.get("LOCAL_LLM_HOST", "127.0.0.1")
 LOCAL_LLM_PORT = env_int("LOCAL_LLM_PORT", 8001)
 LOCAL_LLM_MODEL = os.environ.get("LOCAL_LLM_MODEL", "SmolLM2-135M-Instruct")

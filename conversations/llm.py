@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import openai
@@ -86,3 +87,58 @@ def chat_provider(client: openai.AsyncOpenAI, configured: Endpoint) -> Provider:
         )
 
     return provider
+
+
+API_STYLES = {"chat_completions": "Chat Completions", "responses": "Responses"}
+MODEL_LIST_TTL = 60.0
+_listed: dict[tuple[str | None, str], tuple[float, list[str]]] = {}
+
+
+def listed_models(configured: Endpoint) -> list[str]:
+    """The models the server lists at /v1/models (cached for a minute; [] if it lists none)."""
+    key = (configured.base_url, configured.api_key)
+    cached = _listed.get(key)
+    if cached and time.monotonic() - cached[0] < MODEL_LIST_TTL:
+        return cached[1]
+    try:
+        with openai.OpenAI(
+            base_url=configured.base_url, api_key=configured.api_key, max_retries=0, timeout=2
+        ) as client:
+            names = sorted(model.id for model in client.models.list())
+    except openai.OpenAIError:
+        names = []
+    _listed[key] = (time.monotonic(), names)
+    return names
+
+
+def model_choices() -> list[str]:
+    """The models a conversation may pick: the configured one first."""
+    configured = endpoint()
+    if configured is None:
+        return []
+    if configured.local:
+        return [configured.model]
+    extra = [*settings.LLM_MODELS, *listed_models(configured)]
+    return list(dict.fromkeys([configured.model, *extra]))
+
+
+def api_style_choices() -> dict[str, str]:
+    configured = endpoint()
+    if configured is None:
+        return {}
+    if configured.local:
+        # llama-cpp-python's server speaks Chat Completions only.
+        return {"chat_completions": API_STYLES["chat_completions"]}
+    return API_STYLES
+
+
+def default_api_style() -> str:
+    configured = endpoint()
+    return "chat_completions" if configured is None or configured.local else settings.LLM_API_STYLE
+
+
+def for_conversation(configured: Endpoint, *, model: str) -> Endpoint:
+    """The endpoint with the conversation's chosen model, if it is still on offer."""
+    if model and model != configured.model and model in model_choices():
+        return replace(configured, model=model)
+    return configured

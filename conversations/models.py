@@ -44,6 +44,7 @@ class Message(models.Model):
     )
     role = models.CharField(max_length=20, choices=Role.choices)
     content = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True, help_text="Thinking the model showed apart.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True)
     model = models.CharField(max_length=200, blank=True)
@@ -51,6 +52,10 @@ class Message(models.Model):
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     total_tokens = models.PositiveIntegerField(null=True, blank=True)
     steps = models.PositiveSmallIntegerField(default=0, help_text="Model calls made.")
+    api_style = models.CharField(max_length=40, blank=True)
+    response_id = models.CharField(
+        max_length=200, blank=True, help_text="The Responses API id to continue from."
+    )
     stop_requested = models.BooleanField(default=False)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

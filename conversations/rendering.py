@@ -12,14 +12,14 @@ PAGE = "conversations/detail.html"
 def render_messages(messages: list[Message]) -> str:
     """Every message, replacing the whole list (sent when a socket connects)."""
     running = any(message.in_progress for message in messages)
-    return render_to_string(f"{PAGE}#messages", {"messages": messages}) + render_run_controls(
+    return render_to_string(f"{PAGE}#messages", {"history": messages}) + render_run_controls(
         running=running
     )
 
 
 def render_new_messages(messages: list[Message]) -> str:
     running = any(message.in_progress for message in messages)
-    return render_to_string(f"{PAGE}#new-messages", {"messages": messages}) + render_run_controls(
+    return render_to_string(f"{PAGE}#new-messages", {"history": messages}) + render_run_controls(
         running=running
     )
 

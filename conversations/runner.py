@@ -15,6 +15,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
+import openai
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
@@ -22,10 +23,17 @@ from django.utils import timezone
 
 from . import llm
 from .models import Conversation, Message, ToolCall
-from .services import aprovider_history
-from .streaming.events import Usage
-from .streaming.loop import LoopOutcome, run_tool_loop
+from .services import alast_answer, aprovider_history
+from .streaming.events import ProviderEvent, Usage
+from .streaming.loop import (
+    ChatCompletionsSession,
+    LoopOutcome,
+    ProviderSession,
+    ResponsesSession,
+    run_tool_loop,
+)
 from .streaming.partial_json import parse_partial_arguments
+from .streaming.responses import chat_messages_to_input, stream_response
 from .streaming.tools import ToolResult
 from .toolbox import toolbox_for
 
@@ -89,6 +97,7 @@ class Recorder:
     def __init__(self, message: Message) -> None:
         self.message = message
         self.chunks: list[str] = []
+        self.reasoning_chunks: list[str] = []
         self.text_length = 0
         self.calls: dict[tuple[int, int], ToolCall] = {}
         self.dirty_calls: set[tuple[int, int]] = set()
@@ -102,6 +111,10 @@ class Recorder:
     async def text(self, delta: str) -> None:
         self.chunks.append(delta)
         self.text_length += len(delta)
+        self.dirty = True
+
+    async def reasoning(self, delta: str) -> None:
+        self.reasoning_chunks.append(delta)
         self.dirty = True
 
     async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
@@ -177,10 +190,13 @@ class Recorder:
                 await call.asave()
             message = self.message
             message.content = "".join(self.chunks)
+            message.reasoning = "".join(self.reasoning_chunks)
             message.heartbeat_at = timezone.now()
             await message.asave(
                 update_fields=[
                     "content",
+                    "reasoning",
+                    "response_id",
                     "status",
                     "error",
                     "steps",
@@ -274,6 +290,7 @@ async def run_generation(message_id: int) -> None:
         if configured is None:
             error = llm.SETUP_HINT
         else:
+            configured = llm.for_conversation(configured, model=message.model)
             async with model_slot(configured, recorder):
                 outcome = await answer(message, configured, recorder)
             status = (
@@ -312,10 +329,53 @@ async def answer(message: Message, configured: llm.Endpoint, recorder: Recorder)
     conversation = message.conversation
     history = await aprovider_history(conversation=conversation, before=message)
     async with llm.chat_client(configured) as client:
-        return await run_tool_loop(
-            provider=llm.chat_provider(client, configured),
-            messages=history,
+        if message.api_style == "responses":
+            session: ProviderSession = await responses_session(message, configured, client, history)
+        else:
+            session = ChatCompletionsSession(llm.chat_provider(client, configured), history)
+        outcome = await run_tool_loop(
+            session=session,
             toolbox=toolbox_for(user_id=conversation.owner_id),
             observer=recorder,
             max_steps=settings.LLM_MAX_STEPS,
         )
+    if isinstance(session, ResponsesSession):
+        recorder.message.response_id = session.last_response_id
+    return outcome
+
+
+async def responses_session(
+    message: Message,
+    configured: llm.Endpoint,
+    client: openai.AsyncOpenAI,
+    history: list[dict[str, Any]],
+) -> ResponsesSession:
+    """Continue from the previous answer's stored response when possible, else replay it all."""
+    store = settings.LLM_RESPONSES_STORE
+    previous = await alast_answer(conversation=message.conversation, before=message)
+    continues = (
+        store
+        and previous is not None
+        and previous.api_style == "responses"
+        and previous.response_id
+        and previous.model == configured.model
+        and previous.status == Message.Status.COMPLETE
+    )
+    # With a stored response the server already holds everything up to it: send the new
+    # user message only.
+    instructions, items = chat_messages_to_input(history)
+    if continues:
+        _, items = chat_messages_to_input(history[-1:])
+
+    def stream(**options: Any) -> AsyncIterator[ProviderEvent]:
+        return stream_response(
+            client, model=configured.model, max_output_tokens=configured.max_tokens, **options
+        )
+
+    return ResponsesSession(
+        stream,
+        instructions=instructions,
+        input=items,
+        previous_response_id=previous.response_id if continues and previous else None,
+        store=store,
+    )

@@ -36,9 +36,24 @@ def conversation_list(*, user: User) -> QuerySet[Conversation]:
 
 
 def conversation_create(*, owner: User) -> Conversation:
-    from .llm import model_name
+    from .llm import default_api_style, model_name
 
-    return Conversation.objects.create(owner=owner, model=model_name())
+    return Conversation.objects.create(
+        owner=owner, model=model_name(), api_style=default_api_style()
+    )
+
+
+def conversation_configure(*, conversation: Conversation, model: str, api_style: str) -> None:
+    """Choose the model and API style the conversation's next answers use."""
+    from .llm import api_style_choices, model_choices
+
+    if model not in model_choices():
+        raise ChatInputError(f"{model!r} is not one of the models on offer.")
+    if api_style not in api_style_choices():
+        raise ChatInputError(f"{api_style!r} is not an API style this model server speaks.")
+    conversation.model = model
+    conversation.api_style = api_style
+    conversation.save(update_fields=["model", "api_style", "updated_at"])
 
 
 def conversation_get(*, user: User | AnonymousUser, conversation_id: int) -> Conversation:
@@ -80,6 +95,15 @@ def message_get(*, conversation_id: int, message_id: int) -> Message:
 amessage_get = sync_to_async(message_get)
 
 
+def usage_total(messages: list[Message]) -> dict[str, int]:
+    """Tokens used by the whole conversation, summed over its answers."""
+    return {
+        "input": sum(message.input_tokens or 0 for message in messages),
+        "output": sum(message.output_tokens or 0 for message in messages),
+        "total": sum(message.total_tokens or 0 for message in messages),
+    }
+
+
 def mark_stale_runs_interrupted(*, conversation: Conversation) -> int:
     """Mark runs whose process stopped beating as interrupted, so nothing looks stuck forever."""
     stale = timezone.now() - STALE_RUN_AFTER
@@ -118,12 +142,17 @@ def check_message_text(text: object) -> str:
 
 def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Message]:
     """Store the user's message and an empty streaming assistant message for the answer."""
-    from .llm import model_name
+    from .llm import api_style_choices, model_choices
 
     text = check_message_text(text)
-    model = model_name()
-    if not model:
+    models = model_choices()
+    if not models:
         raise ChatInputError("No model is configured, so nothing can answer yet.")
+    # A choice the server no longer offers falls back to the configured model.
+    model = conversation.model if conversation.model in models else models[0]
+    api_style = conversation.api_style
+    if api_style not in api_style_choices():
+        api_style = "chat_completions"
     with transaction.atomic():
         # Lock the conversation row so two tabs cannot start two runs at once.
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
@@ -138,12 +167,14 @@ def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Me
             role=Message.Role.ASSISTANT,
             status=Message.Status.STREAMING,
             model=model,
+            api_style=api_style,
             heartbeat_at=now,
         )
         locked.model = model
+        locked.api_style = api_style
         if not locked.title:
             locked.title = text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1] + "…"
-        locked.save(update_fields=["model", "title", "updated_at"])
+        locked.save(update_fields=["model", "api_style", "title", "updated_at"])
     return user_message, assistant_message
 
 
@@ -160,6 +191,19 @@ def stop_request(*, conversation: Conversation) -> int:
 
 
 astop_request = sync_to_async(stop_request)
+
+
+def last_answer(*, conversation: Conversation, before: Message) -> Message | None:
+    """The assistant message answered just before `before`, if any."""
+    return (
+        conversation.messages.filter(role=Message.Role.ASSISTANT, created_at__lte=before.created_at)
+        .exclude(pk=before.pk)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+alast_answer = sync_to_async(last_answer)
 
 
 def provider_history(*, conversation: Conversation, before: Message) -> list[dict[str, Any]]:

@@ -19,6 +19,11 @@ urlpatterns = [
         name="conversation-detail",
     ),
     path(
+        "conversations/<int:conversation_id>/model/",
+        views.conversation_configure,
+        name="conversation-configure",
+    ),
+    path(
         "conversations/<int:conversation_id>/delete/",
         views.conversation_delete,
         name="conversation-delete",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib import messages as flash
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -63,12 +64,30 @@ def conversation_detail(request: SignedInRequest, conversation_id: int) -> HttpR
         "conversations/detail.html",
         {
             "conversation": conversation,
-            "messages": messages,
+            "history": messages,
             "running": any(message.in_progress for message in messages),
+            "usage": services.usage_total(messages),
             "model": llm.model_name(),
+            "model_choices": llm.model_choices(),
+            "api_styles": llm.api_style_choices(),
             "setup_hint": llm.SETUP_HINT,
         },
     )
+
+
+@require_POST
+@login_required
+def conversation_configure(request: SignedInRequest, conversation_id: int) -> HttpResponse:
+    conversation = get_conversation(request, conversation_id)
+    try:
+        services.conversation_configure(
+            conversation=conversation,
+            model=request.POST.get("model", ""),
+            api_style=request.POST.get("api_style", ""),
+        )
+    except services.ChatInputError as error:
+        flash.error(request, str(error))
+    return redirect("conversation-detail", conversation_id=conversation.pk)
 
 
 @require_POST

@@ -1,4 +1,4 @@
-"""A loopback HTTP server that replays Chat Completions streams in OpenAI's wire format."""
+"""A loopback HTTP server that replays Chat Completions and Responses streams as OpenAI does."""
 
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ def sse(
 ) -> SSEResponse:
     """Stream `chunks` (dicts, or raw `data:` payloads) with `delay` seconds between events.
 
-    `cut_after=N` sends N chunks and then drops the connection without `[DONE]`.
+    `cut_after=N` sends N chunks and then drops the connection without `[DONE]` (Chat
+    Completions) or the body's end. On /v1/responses each dict is sent as a named event
+    (`event: <its type>`) and the stream ends without `[DONE]`, as the Responses API does.
     """
     return SSEResponse(list(chunks), delay, cut_after)
 
@@ -210,8 +212,273 @@ def tool_calls_stream(
     return chunks
 
 
+def _hex_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}{uuid.uuid4().hex[:16]}"
+
+
+class ResponseEvents:
+    """Builds the events of one Responses stream, which share a response and sequence numbers.
+
+    Add output items in order (`reasoning_summary`, `message`, `function_calls`...), then end
+    with `completed`, `incomplete`, `failed` or `error`; `events` is the script.
+    """
+
+    def __init__(self, model: str = "fake-model") -> None:
+        self.id = _hex_id("resp")
+        self.created_at = int(time.time())
+        self.model = model
+        self.events: list[Chunk] = []
+        self.output: list[dict[str, Any]] = []
+        self.emit("response.created", response=self.response("in_progress"))
+        self.emit("response.in_progress", response=self.response("in_progress"))
+
+    def emit(self, type: str, **fields: Any) -> None:
+        self.events.append({"type": type, "sequence_number": len(self.events), **fields})
+
+    def response(
+        self,
+        status: str,
+        *,
+        usage: tuple[int, int] | None = None,
+        error: dict[str, Any] | None = None,
+        incomplete_reason: str | None = None,
+    ) -> dict[str, Any]:
+        """The `response` object as each lifecycle event carries it."""
+        finished = status != "in_progress"
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": False,
+            "error": error,
+            "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
+            "instructions": None,
+            "max_output_tokens": None,
+            "model": self.model,
+            "output": list(self.output) if finished else [],
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None},
+            "service_tier": "default",
+            "store": True,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": None if usage is None else _response_usage(*usage),
+            "user": None,
+            "metadata": {},
+        }
+
+    def message(self, text: str, *, pieces: int | None = None, status: str = "completed") -> None:
+        item_id, index = _hex_id("msg"), len(self.output)
+        where = {"item_id": item_id, "output_index": index, "content_index": 0}
+        item = {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant"}
+        self.emit("response.output_item.added", output_index=index, item={**item, "content": []})
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+        self.emit("response.content_part.added", **where, part=part)
+        for piece in _split(text, pieces):
+            self.emit("response.output_text.delta", **where, delta=piece, logprobs=[])
+        self.emit("response.output_text.done", **where, text=text, logprobs=[])
+        part = {**part, "text": text}
+        self.emit("response.content_part.done", **where, part=part)
+        self._done({**item, "status": status, "content": [part]})
+
+    def reasoning_summary(
+        self, parts: list[str], *, pieces: int | None = None, encrypted: bool = False
+    ) -> None:
+        """A reasoning item whose summary parts stream, as o-series and GPT-5 models send."""
+        item_id, index = _hex_id("rs"), len(self.output)
+        item: dict[str, Any] = {"id": item_id, "type": "reasoning", "summary": []}
+        self.emit("response.output_item.added", output_index=index, item=item)
+        for summary_index, text in enumerate(parts):
+            where = {"item_id": item_id, "output_index": index, "summary_index": summary_index}
+            part = {"type": "summary_text", "text": ""}
+            self.emit("response.reasoning_summary_part.added", **where, part=part)
+            for piece in _split(text, pieces):
+                self.emit("response.reasoning_summary_text.delta", **where, delta=piece)
+            self.emit("response.reasoning_summary_text.done", **where, text=text)
+            self.emit("response.reasoning_summary_part.done", **where, part={**part, "text": text})
+        item = {**item, "summary": [{"type": "summary_text", "text": text} for text in parts]}
+        if encrypted:
+            item["encrypted_content"] = f"gAAAAA{uuid.uuid4().hex}"
+        self._done(item)
+
+    def reasoning_text(self, text: str, *, pieces: int | None = None) -> None:
+        """A reasoning item with raw reasoning text, as open models (gpt-oss on vLLM) send."""
+        item_id, index = _hex_id("rs"), len(self.output)
+        where = {"item_id": item_id, "output_index": index, "content_index": 0}
+        item = {"id": item_id, "type": "reasoning", "summary": [], "content": []}
+        self.emit("response.output_item.added", output_index=index, item=item)
+        part = {"type": "reasoning_text", "text": ""}
+        self.emit("response.content_part.added", **where, part=part)
+        for piece in _split(text, pieces):
+            self.emit("response.reasoning_text.delta", **where, delta=piece)
+        self.emit("response.reasoning_text.done", **where, text=text)
+        self.emit("response.content_part.done", **where, part={**part, "text": text})
+        self._done({**item, "content": [{"type": "reasoning_text", "text": text}]})
+
+    def function_calls(
+        self, calls: list[tuple[str, str]], *, pieces: int = 4, interleave: bool = False
+    ) -> None:
+        """Function call items (name, arguments JSON), the arguments in `pieces` deltas each.
+
+        OpenAI streams parallel calls one item after another; `interleave` alternates them.
+        """
+        per_call: list[list[tuple[str, dict[str, Any]]]] = []
+        finished: list[dict[str, Any]] = []
+        for offset, (name, arguments) in enumerate(calls):
+            index = len(self.output) + offset
+            item = {
+                "id": _hex_id("fc"),
+                "type": "function_call",
+                "status": "in_progress",
+                "arguments": "",
+                "call_id": f"call_{uuid.uuid4().hex[:24]}",
+                "name": name,
+            }
+            where = {"item_id": item["id"], "output_index": index}
+            done = {**item, "status": "completed", "arguments": arguments}
+            finished.append(done)
+            per_call.append(
+                [
+                    ("response.output_item.added", {"output_index": index, "item": item}),
+                    *[
+                        ("response.function_call_arguments.delta", {**where, "delta": piece})
+                        for piece in _split(arguments, pieces)
+                    ],
+                    ("response.function_call_arguments.done", {**where, "arguments": arguments}),
+                    ("response.output_item.done", {"output_index": index, "item": done}),
+                ]
+            )
+        if interleave:
+            ordered = [e for row in itertools.zip_longest(*per_call) for e in row if e is not None]
+        else:
+            ordered = [event for events in per_call for event in events]
+        for type, fields in ordered:
+            self.emit(type, **fields)
+        self.output += finished
+
+    def completed(self, usage: tuple[int, int] | None = (10, 20)) -> list[Chunk]:
+        self.emit("response.completed", response=self.response("completed", usage=usage))
+        return self.events
+
+    def incomplete(
+        self, reason: str = "max_output_tokens", usage: tuple[int, int] | None = (10, 20)
+    ) -> list[Chunk]:
+        response = self.response("incomplete", usage=usage, incomplete_reason=reason)
+        self.emit("response.incomplete", response=response)
+        return self.events
+
+    def failed(self, message: str, code: str = "server_error") -> list[Chunk]:
+        response = self.response("failed", error={"code": code, "message": message})
+        self.emit("response.failed", response=response)
+        return self.events
+
+    def error(self, message: str, code: str | None = None, *, nested: bool = False) -> list[Chunk]:
+        """An `error` event, its fields flat as the API reference documents them.
+
+        `nested` puts them under `error`, as the live API sends them; the SDK then raises.
+        """
+        fields = {"code": code, "message": message, "param": None}
+        if nested:
+            self.emit("error", error={"type": "server_error", **fields})
+        else:
+            self.emit("error", **fields)
+        return self.events
+
+    def _done(self, item: dict[str, Any]) -> None:
+        self.emit("response.output_item.done", output_index=len(self.output), item=item)
+        self.output.append(item)
+
+
+def _response_usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+def response_text_stream(
+    text: str,
+    *,
+    pieces: int | None = None,
+    reasoning: list[str] | None = None,
+    encrypted_reasoning: bool = False,
+    usage: tuple[int, int] | None = (10, 20),
+    model: str = "fake-model",
+) -> list[Chunk]:
+    """A Responses stream answering `text`, after a streamed reasoning summary if given."""
+    response = ResponseEvents(model)
+    if reasoning is not None:
+        response.reasoning_summary(reasoning, encrypted=encrypted_reasoning)
+    response.message(text, pieces=pieces)
+    return response.completed(usage)
+
+
+def response_tool_calls_stream(
+    calls: list[tuple[str, str]],
+    *,
+    text_before: str | None = None,
+    reasoning: list[str] | None = None,
+    encrypted_reasoning: bool = False,
+    pieces: int = 4,
+    interleave: bool = False,
+    usage: tuple[int, int] | None = (10, 20),
+    model: str = "fake-model",
+) -> list[Chunk]:
+    """A Responses stream calling each (name, arguments JSON), as parallel function calls."""
+    response = ResponseEvents(model)
+    if reasoning is not None:
+        response.reasoning_summary(reasoning, encrypted=encrypted_reasoning)
+    if text_before:
+        response.message(text_before)
+    response.function_calls(calls, pieces=pieces, interleave=interleave)
+    return response.completed(usage)
+
+
+def response_incomplete(
+    text: str,
+    *,
+    reason: str = "max_output_tokens",
+    pieces: int | None = None,
+    usage: tuple[int, int] | None = (10, 20),
+) -> list[Chunk]:
+    """A Responses stream whose answer stops short, ending in `response.incomplete`."""
+    response = ResponseEvents()
+    response.message(text, pieces=pieces, status="incomplete")
+    return response.incomplete(reason, usage)
+
+
+def response_failed(
+    message: str, *, code: str = "server_error", text_before: str | None = None
+) -> list[Chunk]:
+    """A Responses stream ending in `response.failed`, after some text if given."""
+    response = ResponseEvents()
+    if text_before:
+        response.message(text_before)
+    return response.failed(message, code)
+
+
+def response_error_event(
+    message: str, *, code: str | None = None, nested: bool = False
+) -> list[Chunk]:
+    """A Responses stream that opens, then sends an `error` event (see `ResponseEvents.error`)."""
+    return ResponseEvents().error(message, code, nested=nested)
+
+
 class FakeOpenAI:
-    """Answers POST /v1/chat/completions with queued scripts, first in first out."""
+    """Answers POST /v1/chat/completions and /v1/responses with queued scripts.
+
+    Both routes take from one queue, first in first out, and record each request body in
+    `requests`, in order.
+    """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -282,6 +549,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.server_fake._track(self.connection, open=False)
         super().finish()
 
+    def handle(self) -> None:
+        # A client that stops reading after an error event resets the kept-alive connection.
+        with contextlib.suppress(ConnectionResetError):
+            super().handle()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -294,7 +566,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path != "/v1/chat/completions":
+        if self.path not in ("/v1/chat/completions", "/v1/responses"):
             self._send_json(404, error(404, f"No route for POST {self.path}").body)
             return
         self.server_fake.requests.append(json.loads(body or b"null"))
@@ -319,29 +591,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _stream(self, script: SSEResponse) -> None:
+        named = self.path == "/v1/responses"
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
         self.end_headers()
-        payloads = [c if isinstance(c, str) else json.dumps(c) for c in script.chunks]
-        if script.cut_after is None:
-            payloads.append("[DONE]")
-        else:
-            payloads = payloads[: script.cut_after]
+        events = [_sse_event(chunk, named=named) for chunk in script.chunks]
+        if script.cut_after is not None:
+            events = events[: script.cut_after]
             self.close_connection = True
-        if not self._send_events(payloads, script.delay, end=script.cut_after is None):
+        elif not named:
+            events.append(_sse_event("[DONE]", named=False))
+        if not self._send_events(events, script.delay, end=script.cut_after is None):
             self.close_connection = True
             self.server_fake._count_closed_early()
 
-    def _send_events(self, payloads: list[str], delay: float, *, end: bool) -> bool:
+    def _send_events(self, events: list[str], delay: float, *, end: bool) -> bool:
         """Write the events (and the body's end); False if the client hung up first."""
         try:
-            for number, payload in enumerate(payloads):
+            for number, event in enumerate(events):
                 if number and delay and self._client_left_within(delay):
                     return False
-                self._write_chunk(f"data: {payload}\n\n".encode())
+                self._write_chunk(event.encode())
             if end:
                 self._write_chunk(b"")
         except (BrokenPipeError, ConnectionResetError):
@@ -360,6 +633,14 @@ class _Handler(BaseHTTPRequestHandler):
             return not self.connection.recv(1, socket.MSG_PEEK)
         except OSError:
             return True
+
+
+def _sse_event(chunk: Chunk | str, *, named: bool) -> str:
+    """One server-sent event; a dict with a `type` is named after it when `named`."""
+    if isinstance(chunk, str):
+        return f"data: {chunk}\n\n"
+    data = f"data: {json.dumps(chunk)}\n\n"
+    return f"event: {chunk['type']}\n{data}" if named and "type" in chunk else data
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from conversations.streaming.events import (
     Finished,
     ProviderEvent,
+    ReasoningDelta,
     StreamError,
     TextDelta,
     ToolArgumentsDelta,
@@ -19,7 +20,7 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from conversations.streaming.loop import run_tool_loop
+from conversations.streaming.loop import ChatCompletionsSession, run_tool_loop
 from conversations.streaming.tools import Tool, Toolbox, ToolResult
 
 
@@ -34,6 +35,9 @@ class Log:
 
     async def text(self, delta: str) -> None:
         self.entries.append(("text", delta))
+
+    async def reasoning(self, delta: str) -> None:
+        self.entries.append(("reasoning", delta))
 
     async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
         self.entries.append(("started", step, index, name))
@@ -102,7 +106,7 @@ async def test_a_tool_step_then_an_answer() -> None:
     messages: list[dict[str, Any]] = [{"role": "user", "content": "2+3?"}]
 
     outcome = await run_tool_loop(
-        provider=provider, messages=messages, toolbox=TOOLS, observer=log, max_steps=8
+        session=ChatCompletionsSession(provider, messages), toolbox=TOOLS, observer=log, max_steps=8
     )
 
     assert (outcome.status, outcome.steps) == ("complete", 2)
@@ -114,13 +118,12 @@ async def test_a_tool_step_then_an_answer() -> None:
         "arguments": '{"a": 2, "b": 3}',
     }
     assert second_call[2] == {"role": "tool", "tool_call_id": "call_0", "content": "5"}
-    assert messages[-1] == {"role": "assistant", "content": "It is 5."}
 
 
 async def test_the_step_cap_stops_a_model_that_never_answers() -> None:
     provider = scripted(*[[*call(0, "add", {"a": 1, "b": 1}), Finished("tool_calls")]] * 3)
     outcome = await run_tool_loop(
-        provider=provider, messages=[], toolbox=TOOLS, observer=Log(), max_steps=3
+        session=ChatCompletionsSession(provider, []), toolbox=TOOLS, observer=Log(), max_steps=3
     )
     assert outcome.status == "step_limit"
     assert "3 model calls" in outcome.error
@@ -131,7 +134,7 @@ async def test_a_stream_error_fails_the_turn_after_keeping_text() -> None:
     log = Log()
     provider = scripted([TextDelta("partial"), StreamError("The model server answered 500")])
     outcome = await run_tool_loop(
-        provider=provider, messages=[], toolbox=TOOLS, observer=log, max_steps=8
+        session=ChatCompletionsSession(provider, []), toolbox=TOOLS, observer=log, max_steps=8
     )
     assert (outcome.status, outcome.error) == ("failed", "The model server answered 500")
     assert log.of("text") == [("text", "partial")]
@@ -148,7 +151,7 @@ async def test_bad_arguments_become_an_error_output_for_the_model() -> None:
     )
     log = Log()
     outcome = await run_tool_loop(
-        provider=provider, messages=[], toolbox=TOOLS, observer=log, max_steps=8
+        session=ChatCompletionsSession(provider, []), toolbox=TOOLS, observer=log, max_steps=8
     )
     assert outcome.status == "complete"
     [(_, _, _, ok, output)] = log.of("finished")
@@ -180,7 +183,7 @@ async def test_calls_in_one_step_run_concurrently_and_report_as_each_ends() -> N
     log = ReleasingLog()
     async with asyncio.timeout(5):
         outcome = await run_tool_loop(
-            provider=provider, messages=[], toolbox=toolbox, observer=log, max_steps=8
+            session=ChatCompletionsSession(provider, []), toolbox=toolbox, observer=log, max_steps=8
         )
     assert outcome.status == "complete"
     assert [entry[4] for entry in log.of("finished")] == ["fast done", "slow done"]
@@ -204,10 +207,40 @@ async def test_cancelling_the_turn_cancels_running_tools() -> None:
     toolbox = Toolbox([Tool.from_function(forever, timeout=120)])
     provider = scripted([*call(0, "forever", {}), Finished("tool_calls")])
     task = asyncio.create_task(
-        run_tool_loop(provider=provider, messages=[], toolbox=toolbox, observer=Log(), max_steps=8)
+        run_tool_loop(
+            session=ChatCompletionsSession(provider, []),
+            toolbox=toolbox,
+            observer=Log(),
+            max_steps=8,
+        )
     )
     await asyncio.wait_for(started.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cancelled.is_set()
+
+
+async def test_reasoning_is_reported_apart_from_the_answer() -> None:
+    log = Log()
+    provider = scripted([ReasoningDelta("think "), ReasoningDelta("hard"), TextDelta("42")])
+    outcome = await run_tool_loop(
+        session=ChatCompletionsSession(provider, []),
+        toolbox=TOOLS,
+        observer=log,
+        max_steps=8,
+    )
+    assert outcome.status == "complete"
+    assert log.of("reasoning") == [("reasoning", "think "), ("reasoning", "hard")]
+    assert log.of("text") == [("text", "42")]
+
+
+async def test_an_answer_cut_at_the_token_limit_says_so() -> None:
+    provider = scripted([TextDelta("Once upon a"), Finished("length")])
+    outcome = await run_tool_loop(
+        session=ChatCompletionsSession(provider, []), toolbox=TOOLS, observer=Log(), max_steps=8
+    )
+    assert (outcome.status, outcome.error) == (
+        "complete",
+        "The answer was cut off at the token limit.",
+    )

@@ -71,7 +71,7 @@ async def stream_chat_completion(
                     for event in turn.absorb(chunk):
                         yield event
     except openai.APIError as error:
-        error_event = _stream_error(error, midway=midway)
+        error_event = stream_error(error, midway=midway)
     except json.JSONDecodeError:
         error_event = StreamError("The model server sent a stream chunk that is not valid JSON.")
     else:
@@ -238,7 +238,7 @@ def _usage(usage: CompletionUsage) -> Usage:
     return Usage(prompt, completion, usage.total_tokens or prompt + completion)
 
 
-def _stream_error(error: openai.APIError, *, midway: bool) -> StreamError:
+def stream_error(error: openai.APIError, *, midway: bool) -> StreamError:
     if isinstance(error, openai.APIStatusError):
         body = error.body
         detail = body.get("message") if isinstance(body, dict) else body

@@ -40,6 +40,14 @@ class ToolCallReady:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseDone:
+    """A finished Responses API response: its id and output items, to continue from or replay."""
+
+    response_id: str
+    output: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int
     output_tokens: int
@@ -63,6 +71,7 @@ ProviderEvent = (
     | ToolCallStarted
     | ToolArgumentsDelta
     | ToolCallReady
+    | ResponseDone
     | Usage
     | Finished
     | StreamError

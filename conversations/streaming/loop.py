@@ -10,6 +10,8 @@ from typing import Any, Literal, Protocol
 from .events import (
     Finished,
     ProviderEvent,
+    ReasoningDelta,
+    ResponseDone,
     StreamError,
     TextDelta,
     ToolArgumentsDelta,
@@ -17,9 +19,39 @@ from .events import (
     ToolCallStarted,
     Usage,
 )
+from .responses import function_call_outputs, responses_tools
 from .tools import Toolbox, ToolResult
 
 Provider = Callable[[list[dict[str, Any]], list[dict[str, Any]]], AsyncIterator[ProviderEvent]]
+
+
+class ProviderSession(Protocol):
+    """One turn's conversation with the model, in the shape its API wants it.
+
+    `stream` makes one model call with everything said so far; `add_step` records a step's tool
+    calls and their outputs, paired as that API expects, before the next call.
+    """
+
+    def stream(self, tools: list[dict[str, Any]]) -> AsyncIterator[ProviderEvent]: ...
+    def add_step(self, text: str, calls: list[ToolCallReady], outputs: list[str]) -> None: ...
+
+
+class ChatCompletionsSession:
+    """Chat Completions: the whole message list is sent on every call."""
+
+    def __init__(self, provider: Provider, messages: list[dict[str, Any]]) -> None:
+        self.provider = provider
+        self.messages = messages
+
+    def stream(self, tools: list[dict[str, Any]]) -> AsyncIterator[ProviderEvent]:
+        return self.provider(self.messages, tools)
+
+    def add_step(self, text: str, calls: list[ToolCallReady], outputs: list[str]) -> None:
+        self.messages.append(assistant_tool_calls_message(text, calls))
+        self.messages.extend(
+            tool_output_message(call.call_id, output)
+            for call, output in zip(calls, outputs, strict=True)
+        )
 
 
 class LoopObserver(Protocol):
@@ -27,6 +59,7 @@ class LoopObserver(Protocol):
 
     async def step_started(self, step: int) -> None: ...
     async def text(self, delta: str) -> None: ...
+    async def reasoning(self, delta: str) -> None: ...
     async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None: ...
     async def tool_arguments(self, step: int, index: int, delta: str) -> None: ...
     async def tool_ready(
@@ -46,23 +79,25 @@ class LoopOutcome:
 
 async def run_tool_loop(
     *,
-    provider: Provider,
-    messages: list[dict[str, Any]],
+    session: ProviderSession,
     toolbox: Toolbox,
     observer: LoopObserver,
     max_steps: int,
 ) -> LoopOutcome:
-    """Run one assistant turn. `messages` is extended in place with what the turn adds."""
+    """Run one assistant turn: model calls and tool runs until the model answers."""
     tools = toolbox.chat_completions_schema()
     for step in range(1, max_steps + 1):
         await observer.step_started(step)
         text: list[str] = []
         ready: list[ToolCallReady] = []
-        async for event in provider(messages, tools):
+        finish_reason = ""
+        async for event in session.stream(tools):
             match event:
                 case TextDelta(delta):
                     text.append(delta)
                     await observer.text(delta)
+                case ReasoningDelta(delta):
+                    await observer.reasoning(delta)
                 case ToolCallStarted(index, call_id, name):
                     await observer.tool_started(step, index, call_id, name)
                 case ToolArgumentsDelta(index, delta):
@@ -74,26 +109,31 @@ async def run_tool_loop(
                     await observer.usage(event)
                 case StreamError(message):
                     return LoopOutcome("failed", message, step)
-                case Finished():
-                    pass
+                case Finished(reason):
+                    finish_reason = reason
         if not ready:
-            if text:
-                messages.append({"role": "assistant", "content": "".join(text)})
+            if finish_reason in TRUNCATED:
+                return LoopOutcome("complete", TRUNCATED[finish_reason], step)
             return LoopOutcome("complete", steps=step)
 
-        messages.append(assistant_tool_calls_message("".join(text), ready))
         results = await asyncio.gather(
             *(run_one_call(toolbox, observer, step, call) for call in ready)
         )
-        messages.extend(
-            tool_output_message(call.call_id, result.output)
-            for call, result in zip(ready, results, strict=True)
-        )
+        session.add_step("".join(text), ready, [result.output for result in results])
     return LoopOutcome(
         "step_limit",
         f"Stopped after {max_steps} model calls, the step limit; the answer may be incomplete.",
         max_steps,
     )
+
+
+# Finish reasons that mean the answer was cut short, and what the message then says.
+TRUNCATED = {
+    "length": "The answer was cut off at the token limit.",
+    "max_output_tokens": "The answer was cut off at the token limit.",
+    "max_tokens": "The answer was cut off at the token limit.",
+    "content_filter": "The answer was cut off by the provider's content filter.",
+}
 
 
 async def run_one_call(
@@ -122,3 +162,54 @@ def assistant_tool_calls_message(text: str, calls: list[ToolCallReady]) -> dict[
 
 def tool_output_message(call_id: str, output: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": call_id, "content": output}
+
+
+class ResponsesSession:
+    """The Responses API: continue from the last response by id, or replay everything.
+
+    With `store` the server keeps each response, so a later call sends only the new
+    function_call_output items with `previous_response_id`; without it every call carries the
+    whole input, including the output items (function calls, reasoning) of earlier calls.
+    """
+
+    def __init__(
+        self,
+        stream_response: Callable[..., AsyncIterator[ProviderEvent]],
+        *,
+        instructions: str | None,
+        input: list[dict[str, Any]],
+        previous_response_id: str | None,
+        store: bool,
+    ) -> None:
+        self.stream_response = stream_response
+        self.instructions = instructions
+        self.input = input
+        self.previous_response_id = previous_response_id
+        self.store = store
+        self.last_response_id = ""
+        self.last_output: list[dict[str, Any]] = []
+
+    async def stream(self, tools: list[dict[str, Any]]) -> AsyncIterator[ProviderEvent]:
+        self.last_output = []
+        async for event in self.stream_response(
+            input=self.input,
+            instructions=self.instructions,
+            tools=responses_tools(tools),
+            previous_response_id=self.previous_response_id if self.store else None,
+            store=self.store,
+        ):
+            if isinstance(event, ResponseDone):
+                self.last_response_id = event.response_id
+                self.last_output = event.output
+            else:
+                yield event
+
+    def add_step(self, text: str, calls: list[ToolCallReady], outputs: list[str]) -> None:
+        results = function_call_outputs(
+            [(call.call_id, output) for call, output in zip(calls, outputs, strict=True)]
+        )
+        if self.store:
+            self.previous_response_id = self.last_response_id
+            self.input = results
+        else:
+            self.input = [*self.input, *self.last_output, *results]
