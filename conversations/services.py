@@ -145,19 +145,20 @@ def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Me
     from .llm import api_style_choices, model_choices
 
     text = check_message_text(text)
+    # Asked before the lock is taken: the model list may come from the model server.
     models = model_choices()
+    styles = api_style_choices()
     if not models:
         raise ChatInputError("No model is configured, so nothing can answer yet.")
-    # A choice the server no longer offers falls back to the configured model.
-    model = conversation.model if conversation.model in models else models[0]
-    api_style = conversation.api_style
-    if api_style not in api_style_choices():
-        api_style = "chat_completions"
     with transaction.atomic():
-        # Lock the conversation row so two tabs cannot start two runs at once.
+        # Lock the conversation row so two tabs cannot start two runs at once; it also holds
+        # the model and API style chosen since the socket opened.
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if locked.messages.filter(status__in=Message.IN_PROGRESS).exists():
             raise ChatInputError("An answer is still being written: wait for it or press Stop.")
+        # A choice the server no longer offers falls back to the configured one.
+        model = locked.model if locked.model in models else models[0]
+        api_style = locked.api_style if locked.api_style in styles else "chat_completions"
         user_message = Message.objects.create(
             conversation=locked, role=Message.Role.USER, content=text
         )

@@ -458,3 +458,27 @@ async def test_ping_is_answered(connect: Connect, user: User) -> None:
     await socket.receive_from()
     await socket.send_json_to({"action": "ping"})
     assert await socket.receive_from() == '<template id="pong"></template>'
+
+
+async def test_an_unreachable_local_model_says_how_to_start_it(
+    connect: Connect, user: User, settings: Any
+) -> None:
+    import socket as sockets
+
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        unused_port = probe.getsockname()[1]
+    settings.LLM_BACKEND = "local"
+    settings.LOCAL_LLM_PORT = unused_port
+    settings.LLM_MAX_RETRIES = 0
+    conversation = await new_conversation(user)
+    socket = await connect(conversation, user)
+    await socket.connect()
+    await socket.receive_from()
+
+    frames = await send_and_wait(socket, "hello?")
+
+    message = await assistant_message(conversation)
+    assert message.status == Message.Status.FAILED
+    assert message.error.startswith("Could not reach the model server")
+    assert "make run" in message.error and "make run" in frames[-1]
