@@ -10,6 +10,12 @@ from .models import Conversation, Message, ToolCall
 from .templatetags.chat import seconds
 
 
+class DurationColumn:
+    @admin.display(description="duration")
+    def duration_display(self, row: Message | ToolCall) -> str:
+        return seconds(row.duration)
+
+
 class MessageInline(admin.TabularInline):  # type: ignore[type-arg]
     model = Message
     extra = 0
@@ -21,7 +27,7 @@ class MessageInline(admin.TabularInline):  # type: ignore[type-arg]
         return False
 
 
-class ToolCallInline(admin.StackedInline):  # type: ignore[type-arg]
+class ToolCallInline(DurationColumn, admin.StackedInline):  # type: ignore[type-arg]
     model = ToolCall
     extra = 0
     can_delete = False
@@ -42,10 +48,6 @@ class ToolCallInline(admin.StackedInline):  # type: ignore[type-arg]
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
-
-    @admin.display(description="duration")
-    def duration_display(self, call: ToolCall) -> str:
-        return seconds(call.duration)
 
 
 @admin.register(Conversation)
@@ -81,7 +83,7 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class MessageAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = [
         "__str__",
         "conversation",
@@ -116,13 +118,9 @@ class MessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     ]
     inlines = [ToolCallInline]
 
-    @admin.display(description="duration")
-    def duration_display(self, message: Message) -> str:
-        return seconds(message.duration)
-
 
 @admin.register(ToolCall)
-class ToolCallAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ToolCallAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["name", "status", "message", "call_id", "duration_display", "started_at"]
     list_filter = ["status", "name", "started_at"]
     search_fields = ["name", "call_id", "arguments", "output", "error"]
@@ -144,7 +142,3 @@ class ToolCallAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "finished_at",
         "duration_display",
     ]
-
-    @admin.display(description="duration")
-    def duration_display(self, call: ToolCall) -> str:
-        return seconds(call.duration)

@@ -13,6 +13,8 @@ from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
 from .models import Conversation, Message, ToolCall
+from .streaming.events import ToolCallReady
+from .streaming.loop import assistant_tool_calls_message, tool_output_message
 
 # A run whose heartbeat is older than this belongs to a process that died.
 STALE_RUN_AFTER = timedelta(seconds=60)
@@ -227,23 +229,12 @@ def provider_history(*, conversation: Conversation, before: Message) -> list[dic
             text = message.content[offset : answered[0].text_offset]
             offset = answered[0].text_offset
             history.append(
-                {
-                    "role": "assistant",
-                    "content": text or None,
-                    "tool_calls": [
-                        {
-                            "id": call.call_id,
-                            "type": "function",
-                            "function": {"name": call.name, "arguments": call.arguments},
-                        }
-                        for call in answered
-                    ],
-                }
+                assistant_tool_calls_message(
+                    text,
+                    [ToolCallReady(c.index, c.call_id, c.name, c.arguments) for c in answered],
+                )
             )
-            history.extend(
-                {"role": "tool", "tool_call_id": call.call_id, "content": call.output}
-                for call in answered
-            )
+            history.extend(tool_output_message(call.call_id, call.output) for call in answered)
         rest = message.content[offset:]
         if rest:
             history.append({"role": "assistant", "content": rest})

@@ -23,6 +23,15 @@ async def new_conversation(user: User) -> Conversation:
     return await Conversation.objects.acreate(owner=user)
 
 
+async def opened(connect: Connect, conversation: Conversation, user: User) -> WebsocketCommunicator:
+    """A connected chat socket whose snapshot frame has been read."""
+    socket = await connect(conversation, user)
+    connected, _ = await socket.connect()
+    assert connected
+    await socket.receive_from()
+    return socket
+
+
 async def receive_until(
     socket: WebsocketCommunicator, predicate: Any, timeout: float = 10
 ) -> list[str]:
@@ -67,10 +76,7 @@ async def test_text_streams_in_several_frames_and_is_stored(
     answer = "Seventeen times twenty-three is three hundred and ninety-one, I believe."
     model_server.queue(sse(text_stream(answer, usage=(12, 9)), delay=0.03))
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    connected, _ = await socket.connect()
-    assert connected
-    await socket.receive_from()  # the snapshot
+    socket = await opened(connect, conversation, user)
 
     frames = await send_and_wait(socket, "What is 17*23?")
 
@@ -113,9 +119,7 @@ async def test_two_parallel_tool_calls_run_and_the_answer_follows(
     )
     model_server.queue(sse(text_stream("17*23 is 391, and Tokyo is on JST."), delay=0.01))
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
 
     frames = await send_and_wait(socket, "what is 17*23 and what time is it in Tokyo?")
 
@@ -151,9 +155,7 @@ async def test_arguments_show_while_they_stream(
     model_server.queue(sse(tool_calls_stream([("calculator", arguments)]), delay=0.08))
     model_server.queue(sse(text_stream("Done.")))
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
 
     frames = await send_and_wait(socket, "compute it")
 
@@ -171,9 +173,7 @@ async def test_step_cap_ends_the_loop_and_says_so(
             sse(tool_calls_stream([("calculator", json.dumps({"expression": "1+1"}))]))
         )
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
 
     frames = await send_and_wait(socket, "loop forever")
 
@@ -191,9 +191,7 @@ async def test_upstream_500_fails_the_message_and_the_socket_stays_usable(
     model_server.queue(error(500, "The engine is overloaded"))
     model_server.queue(sse(text_stream("Back again.")))
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
 
     frames = await send_and_wait(socket, "hello?")
 
@@ -212,9 +210,7 @@ async def test_stream_cut_midway_keeps_the_partial_text(
 ) -> None:
     model_server.queue(sse(text_stream("one two three four five six seven"), cut_after=4))
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
 
     await send_and_wait(socket, "count")
 
@@ -230,9 +226,7 @@ async def test_stop_closes_the_upstream_request_and_keeps_the_text(
 ) -> None:
     model_server.queue(sse(text_stream(" ".join(["word"] * 200)), delay=0.05))
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
 
     await socket.send_json_to({"message": "talk a lot"})
     await receive_until(socket, lambda f: "word word" in f)
@@ -254,12 +248,8 @@ async def test_stop_from_another_tab_stops_the_run(
 ) -> None:
     model_server.queue(sse(text_stream(" ".join(["word"] * 200)), delay=0.05))
     conversation = await new_conversation(user)
-    first = await connect(conversation, user)
-    await first.connect()
-    await first.receive_from()
-    second = await connect(conversation, user)
-    await second.connect()
-    await second.receive_from()
+    first = await opened(connect, conversation, user)
+    second = await opened(connect, conversation, user)
 
     await first.send_json_to({"message": "talk a lot"})
     await receive_until(second, lambda f: "word word" in f)
@@ -285,9 +275,7 @@ async def test_bad_frames_get_a_clear_error_and_store_nothing(
     connect: Connect, user: User, model_server: FakeOpenAI, frame: str, shown: str
 ) -> None:
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
 
     await socket.send_to(text_data=frame)
     reply = await socket.receive_from()
@@ -305,9 +293,7 @@ async def test_a_second_message_while_answering_is_refused(
 ) -> None:
     model_server.queue(sse(text_stream(" ".join(["word"] * 40)), delay=0.05))
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
 
     await socket.send_json_to({"message": "first"})
     await receive_until(socket, lambda f: "word" in f)
@@ -347,9 +333,7 @@ async def test_reconnecting_gets_everything_so_far(
 ) -> None:
     model_server.queue(sse(text_stream(" ".join(f"w{i}" for i in range(60))), delay=0.03))
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
     await socket.send_json_to({"message": "go"})
     await receive_until(socket, lambda f: "w5 " in f)
     await socket.disconnect()  # the tab closes; the run goes on
@@ -371,9 +355,7 @@ async def test_a_stop_flag_set_by_another_process_stops_the_run(
 ) -> None:
     model_server.queue(sse(text_stream(" ".join(["word"] * 200)), delay=0.05))
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
 
     await socket.send_json_to({"message": "talk a lot"})
     await receive_until(socket, lambda f: "word word" in f)
@@ -398,9 +380,7 @@ async def test_deleting_a_conversation_mid_answer_ends_the_run_quietly(
 
     model_server.queue(sse(text_stream(" ".join(["word"] * 200)), delay=0.05))
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
     await socket.send_json_to({"message": "talk a lot"})
     await receive_until(socket, lambda f: "word word" in f)
 
@@ -425,12 +405,8 @@ async def test_answers_from_the_local_model_wait_their_turn(
     fake_openai.queue(sse(text_stream(" ".join(["first"] * 30)), delay=0.05))
     fake_openai.queue(sse(text_stream("second answer")))
     one, two = await new_conversation(user), await new_conversation(user)
-    first = await connect(one, user)
-    await first.connect()
-    await first.receive_from()
-    second = await connect(two, user)
-    await second.connect()
-    await second.receive_from()
+    first = await opened(connect, one, user)
+    second = await opened(connect, two, user)
 
     await first.send_json_to({"message": "go first"})
     await receive_until(first, lambda f: "first first" in f)
@@ -453,9 +429,7 @@ async def test_answers_from_the_local_model_wait_their_turn(
 
 async def test_ping_is_answered(connect: Connect, user: User) -> None:
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
     await socket.send_json_to({"action": "ping"})
     assert await socket.receive_from() == '<template id="pong"></template>'
 
@@ -472,9 +446,7 @@ async def test_an_unreachable_local_model_says_how_to_start_it(
     settings.LOCAL_LLM_PORT = unused_port
     settings.LLM_MAX_RETRIES = 0
     conversation = await new_conversation(user)
-    socket = await connect(conversation, user)
-    await socket.connect()
-    await socket.receive_from()
+    socket = await opened(connect, conversation, user)
 
     frames = await send_and_wait(socket, "hello?")
 
