@@ -18,9 +18,12 @@ def render_messages(messages: list[Message]) -> str:
 
 
 def render_new_messages(messages: list[Message]) -> str:
+    """A new turn, appended; the title too, which the first message sets."""
     running = any(message.in_progress for message in messages)
-    return render_to_string(f"{PAGE}#new-messages", {"history": messages}) + render_run_controls(
-        running=running
+    return (
+        render_to_string(f"{PAGE}#new-messages", {"history": messages})
+        + render_to_string(f"{PAGE}#title", {"conversation": messages[0].conversation})
+        + render_run_controls(running=running)
     )
 
 

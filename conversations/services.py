@@ -89,9 +89,13 @@ amessage_list = sync_to_async(message_list)
 
 
 def message_get(*, conversation_id: int, message_id: int) -> Message:
-    return Message.objects.prefetch_related(
-        Prefetch("tool_calls", queryset=ToolCall.objects.order_by("step", "index"))
-    ).get(pk=message_id, conversation_id=conversation_id)
+    return (
+        Message.objects.select_related("conversation")
+        .prefetch_related(
+            Prefetch("tool_calls", queryset=ToolCall.objects.order_by("step", "index"))
+        )
+        .get(pk=message_id, conversation_id=conversation_id)
+    )
 
 
 amessage_get = sync_to_async(message_get)

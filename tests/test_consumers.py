@@ -91,6 +91,7 @@ async def test_text_streams_in_several_frames_and_is_stored(
     assert user_message.content == "What is 17*23?"
     await conversation.arefresh_from_db()
     assert conversation.title == "What is 17*23?"
+    assert any('<h1 id="conversation-title">What is 17*23?</h1>' in f for f in frames)
     assert conversation.model == "fake-model"
     sent = model_server.requests[0]
     assert sent["model"] == "fake-model"
