@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -135,10 +135,3 @@ def api_style_choices() -> dict[str, str]:
 def default_api_style() -> str:
     configured = endpoint()
     return "chat_completions" if configured is None or configured.local else settings.LLM_API_STYLE
-
-
-def for_conversation(configured: Endpoint, *, model: str) -> Endpoint:
-    """The endpoint with the conversation's chosen model, if it is still on offer."""
-    if model and model != configured.model and model in model_choices():
-        return replace(configured, model=model)
-    return configured

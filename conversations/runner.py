@@ -13,6 +13,7 @@ import json
 import logging
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import openai
@@ -24,6 +25,7 @@ from django.utils import timezone
 from . import llm
 from .models import Conversation, Message, ToolCall
 from .services import alast_answer, aprovider_history
+from .streaming.chat_completions import UNREACHABLE
 from .streaming.events import ProviderEvent, Usage
 from .streaming.loop import (
     ChatCompletionsSession,
@@ -290,7 +292,8 @@ async def run_generation(message_id: int) -> None:
         if configured is None:
             error = llm.SETUP_HINT
         else:
-            configured = llm.for_conversation(configured, model=message.model)
+            # The model was checked against those on offer when the turn started.
+            configured = replace(configured, model=message.model or configured.model)
             async with model_slot(configured, recorder):
                 outcome = await answer(message, configured, recorder)
             status = (
@@ -318,7 +321,6 @@ async def run_generation(message_id: int) -> None:
             logger.info("message %s was deleted while it was being written", message_id)
 
 
-UNREACHABLE = "Could not reach the model server"
 LOCAL_MODEL_HINT = (
     "The embedded local model runs alongside the site when it is started with `make run` "
     "(or `manage.py serve`)."
@@ -361,11 +363,11 @@ async def responses_session(
         and previous.model == configured.model
         and previous.status == Message.Status.COMPLETE
     )
-    # With a stored response the server already holds everything up to it: send the new
-    # user message only.
     instructions, items = chat_messages_to_input(history)
     if continues:
-        _, items = chat_messages_to_input(history[-1:])
+        # The server already holds everything up to the stored response: send the new user
+        # message only.
+        items = items[-1:]
 
     def stream(**options: Any) -> AsyncIterator[ProviderEvent]:
         return stream_response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -531,6 +532,12 @@ class FakeOpenAI:
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+    async def wait_for_closed_early(self, count: int = 1, timeout: float = 3) -> None:
+        """Wait until `count` streams were closed by their client (TimeoutError if not)."""
+        async with asyncio.timeout(timeout):
+            while self.closed_early < count:
+                await asyncio.sleep(0.02)
 
     def _count_closed_early(self) -> None:
         with self._lock:

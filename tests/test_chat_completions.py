@@ -291,13 +291,6 @@ async def test_a_stream_that_ends_without_a_finish_reason_is_an_error(
     assert events[-1] == StreamError(ENDED_EARLY)
 
 
-async def wait_for_closed_early(fake: FakeOpenAI) -> None:
-    async with asyncio.timeout(2):
-        while fake.closed_early < 1:
-            await asyncio.sleep(0.02)
-    assert fake.closed_early == 1
-
-
 async def test_closing_the_generator_closes_the_upstream_request(
     fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
 ) -> None:
@@ -308,7 +301,8 @@ async def test_closing_the_generator_closes_the_upstream_request(
     await events.aclose()
 
     assert text_of(received) == "word word word"
-    await wait_for_closed_early(fake_openai)
+    await fake_openai.wait_for_closed_early()
+    assert fake_openai.closed_early == 1
 
 
 async def test_cancelling_the_consumer_closes_the_upstream_request(
@@ -332,7 +326,8 @@ async def test_cancelling_the_consumer_closes_the_upstream_request(
 
     assert text_of(received).startswith("word word word")
     assert not of_type(received, Finished)
-    await wait_for_closed_early(fake_openai)
+    await fake_openai.wait_for_closed_early()
+    assert fake_openai.closed_early == 1
 
 
 async def test_an_empty_queue_answers_500(client: openai.AsyncOpenAI) -> None:

@@ -239,9 +239,7 @@ async def test_stop_closes_the_upstream_request_and_keeps_the_text(
     assert message.status == Message.Status.CANCELLED
     assert message.content.startswith("word word")
     assert message.content.count("word") < 200
-    async with asyncio.timeout(3):
-        while model_server.closed_early < 1:
-            await asyncio.sleep(0.05)
+    await model_server.wait_for_closed_early()
 
 
 async def test_stop_from_another_tab_stops_the_run(
@@ -390,9 +388,7 @@ async def test_deleting_a_conversation_mid_answer_ends_the_run_quietly(
 
     assert await Message.objects.acount() == 0
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
-    async with asyncio.timeout(3):
-        while model_server.closed_early < 1:
-            await asyncio.sleep(0.05)
+    await model_server.wait_for_closed_early()
 
 
 async def test_answers_from_the_local_model_wait_their_turn(

@@ -41,6 +41,7 @@ from tests.fake_openai import (
     response_tool_calls_stream,
     sse,
 )
+from tests.test_chat_completions import of_type, text_of
 
 INPUT = [{"role": "user", "content": "What is 17*23?"}]
 PARAMETERS = {
@@ -77,14 +78,6 @@ def stream(client: openai.AsyncOpenAI, **options: Any) -> AsyncIterator[Provider
 
 async def collect(client: openai.AsyncOpenAI, **options: Any) -> list[ProviderEvent]:
     return [event async for event in stream(client, **options)]
-
-
-def text_of(events: list[ProviderEvent]) -> str:
-    return "".join(event.text for event in events if isinstance(event, TextDelta))
-
-
-def of_type[T](events: list[ProviderEvent], kind: type[T]) -> list[T]:
-    return [event for event in events if isinstance(event, kind)]
 
 
 def response_id_of(script: list[dict[str, Any]]) -> str:
@@ -399,13 +392,6 @@ async def test_an_event_that_is_not_json_is_an_error(
     assert "not valid JSON" in events[-1].message
 
 
-async def wait_for_closed_early(fake: FakeOpenAI) -> None:
-    async with asyncio.timeout(2):
-        while fake.closed_early < 1:
-            await asyncio.sleep(0.02)
-    assert fake.closed_early == 1
-
-
 async def test_closing_the_generator_closes_the_upstream_request(
     fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
 ) -> None:
@@ -416,7 +402,8 @@ async def test_closing_the_generator_closes_the_upstream_request(
     await events.aclose()
 
     assert text_of(received) == "word word word"
-    await wait_for_closed_early(fake_openai)
+    await fake_openai.wait_for_closed_early()
+    assert fake_openai.closed_early == 1
 
 
 async def test_cancelling_the_consumer_closes_the_upstream_request(
@@ -440,7 +427,8 @@ async def test_cancelling_the_consumer_closes_the_upstream_request(
 
     assert text_of(received).startswith("word word word")
     assert not of_type(received, Finished)
-    await wait_for_closed_early(fake_openai)
+    await fake_openai.wait_for_closed_early()
+    assert fake_openai.closed_early == 1
 
 
 def test_the_fake_sends_named_events_without_done(fake_openai: FakeOpenAI) -> None:

@@ -30,6 +30,7 @@ from .events import (
 )
 from .tagged_text import Segment, TaggedTextScanner, parse_tool_call
 
+UNREACHABLE = "Could not reach the model server"
 ENDED_EARLY = "The model's stream ended before it finished."
 # DeepSeek and older vLLM send `reasoning_content`; Ollama, OpenRouter and newer vLLM `reasoning`.
 REASONING_FIELDS = ("reasoning_content", "reasoning")
@@ -249,5 +250,5 @@ def stream_error(error: openai.APIError, *, midway: bool) -> StreamError:
         reason = str(error.__cause__ or "") or error.message
         if midway:
             return StreamError(f"The connection to the model server broke off: {reason}")
-        return StreamError(f"Could not reach the model server: {reason}")
+        return StreamError(f"{UNREACHABLE}: {reason}")
     return StreamError(f"The model server reported an error: {error.message}")
