@@ -9,6 +9,11 @@ PORT ?= 8000
 SECRET_FILE := var/secret_key
 WITH_SECRET = SECRET_KEY="$${SECRET_KEY:-$$(cat $(SECRET_FILE))}"
 
+# Extra CMake arguments for llama.cpp, ";"-separated; "-DGGML_NATIVE=ON" builds it for this CPU
+# only (see the README, "The local model's build"). Empty: the portable flags in pyproject.toml.
+LLAMA_CMAKE_ARGS ?=
+LLAMA_SETTINGS = $(if $(LLAMA_CMAKE_ARGS),--config-settings-package "llama-cpp-python:cmake.args=$(LLAMA_CMAKE_ARGS)")
+
 # The production backends the second test run uses (started by .ci/run in CI).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
@@ -19,7 +24,7 @@ uv:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 
 install: uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen $(LLAMA_SETTINGS)
 
 $(SECRET_FILE):
 	@mkdir -p var
@@ -55,4 +60,4 @@ test-backends: install
 lint: install
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
-	$(VENV)/mypy conversations chatsite
+	SECRET_KEY=lint $(VENV)/mypy conversations chatsite

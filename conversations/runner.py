@@ -22,10 +22,10 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from . import llm
+from . import llm, local_model
 from .models import Conversation, Message, ToolCall
 from .services import alast_answer, aprovider_history
-from .streaming.chat_completions import UNREACHABLE
+from .streaming.chat_completions import CONNECTION_LOST, UNREACHABLE
 from .streaming.events import ProviderEvent, Usage
 from .streaming.loop import (
     ChatCompletionsSession,
@@ -265,19 +265,27 @@ async def checkpoint_periodically(recorder: Recorder, run: asyncio.Task[Any]) ->
 
 
 @contextlib.asynccontextmanager
-async def model_slot(configured: llm.Endpoint, recorder: Recorder) -> AsyncIterator[None]:
-    """Wait for the local model if another answer is using it; remote models need no turn."""
+async def model_slot(configured: llm.Endpoint, recorder: Recorder) -> AsyncIterator[int]:
+    """Wait for the local model if another answer is using it or it is restarting.
+
+    Yields the supervised server's generation (0 when none is supervised, or for remote models,
+    which need no turn).
+    """
     if not configured.local:
-        yield
+        yield 0
         return
     lock = _local_model_slots.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    queued = lock.locked()
+    supervisor = local_model.supervisor()
+    queued = lock.locked() or (
+        supervisor is not None and supervisor.state == local_model.ServerState.RESTARTING
+    )
     if queued:
         await recorder.set_status(Message.Status.QUEUED)
     async with lock:
+        generation = await supervisor.wait_until_up() if supervisor is not None else 0
         if queued:
             await recorder.set_status(Message.Status.STREAMING)
-        yield
+        yield generation
 
 
 async def run_generation(message_id: int) -> None:
@@ -294,14 +302,16 @@ async def run_generation(message_id: int) -> None:
         else:
             # The model was checked against those on offer when the turn started.
             configured = replace(configured, model=message.model or configured.model)
-            async with model_slot(configured, recorder):
+            async with model_slot(configured, recorder) as generation:
                 outcome = await answer(message, configured, recorder)
+                error = outcome.error
+                if configured.local and outcome.details.get("kind") == CONNECTION_LOST:
+                    error = await local_model_failure(error, generation)
             status = (
                 Message.Status.FAILED if outcome.status == "failed" else Message.Status.COMPLETE
             )
-            error = outcome.error
-            if configured.local and error.startswith(UNREACHABLE):
-                error += f" {LOCAL_MODEL_HINT}"
+    except local_model.LocalModelUnavailable as unavailable:
+        status, error = Message.Status.FAILED, str(unavailable)
     except asyncio.CancelledError:
         status, error = Message.Status.CANCELLED, ""
     except Exception:
@@ -325,6 +335,16 @@ LOCAL_MODEL_HINT = (
     "The embedded local model runs alongside the site when it is started with `make run` "
     "(or `manage.py serve`)."
 )
+
+
+async def local_model_failure(error: str, generation: int) -> str:
+    """The local model's connection failed: say it crashed, if it did, or how to start it."""
+    supervisor = local_model.supervisor()
+    if supervisor is not None:
+        return await supervisor.crash_during(generation) or error
+    if error.startswith(UNREACHABLE):
+        return f"{error} {LOCAL_MODEL_HINT}"
+    return error
 
 
 async def answer(message: Message, configured: llm.Endpoint, recorder: Recorder) -> LoopOutcome:

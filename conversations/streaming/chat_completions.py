@@ -31,6 +31,8 @@ from .events import (
 from .tagged_text import Segment, TaggedTextScanner, parse_tool_call
 
 UNREACHABLE = "Could not reach the model server"
+# StreamError.details["kind"] when the connection failed or broke, rather than the server saying no.
+CONNECTION_LOST = "connection"
 ENDED_EARLY = "The model's stream ended before it finished."
 # DeepSeek and older vLLM send `reasoning_content`; Ollama, OpenRouter and newer vLLM `reasoning`.
 REASONING_FIELDS = ("reasoning_content", "reasoning")
@@ -248,7 +250,8 @@ def stream_error(error: openai.APIError, *, midway: bool) -> StreamError:
         return StreamError(text, {"status_code": error.status_code})
     if isinstance(error, openai.APIConnectionError):
         reason = str(error.__cause__ or "") or error.message
+        details = {"kind": CONNECTION_LOST, "midway": midway}
         if midway:
-            return StreamError(f"The connection to the model server broke off: {reason}")
-        return StreamError(f"{UNREACHABLE}: {reason}")
+            return StreamError(f"The connection to the model server broke off: {reason}", details)
+        return StreamError(f"{UNREACHABLE}: {reason}", details)
     return StreamError(f"The model server reported an error: {error.message}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from .events import (
@@ -75,6 +75,8 @@ class LoopOutcome:
     status: Literal["complete", "failed", "step_limit"]
     error: str = ""
     steps: int = 0
+    # The failing StreamError's details, e.g. {"kind": "connection"}.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 async def run_tool_loop(
@@ -107,8 +109,8 @@ async def run_tool_loop(
                     await observer.tool_ready(step, index, call_id, name, arguments)
                 case Usage():
                     await observer.usage(event)
-                case StreamError(message):
-                    return LoopOutcome("failed", message, step)
+                case StreamError(message, details):
+                    return LoopOutcome("failed", message, step, details)
                 case Finished(reason):
                     finish_reason = reason
         if not ready:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 from typing import Any
 
 from daphne.cli import CommandLineInterface
@@ -13,7 +12,10 @@ from conversations import llm, local_model
 
 
 class Command(BaseCommand):
-    help = "Serve the site with Daphne; start the local model's server first when it is used."
+    help = (
+        "Serve the site with Daphne; first start, self-test and supervise the local model's "
+        "server when it is the model in use."
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -21,15 +23,18 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         configured = llm.endpoint()
-        server: subprocess.Popen[bytes] | None = None
+        supervisor: local_model.Supervisor | None = None
         if configured is not None and configured.local:
             self.stdout.write(
                 f"Starting the local model ({configured.model}) on {configured.base_url} …"
             )
+            supervisor = local_model.Supervisor()
             try:
-                server = local_model.start_server()
+                supervisor.start()
             except local_model.LocalModelError as error:
                 raise CommandError(str(error)) from None
+            local_model.set_supervisor(supervisor)
+            self.stdout.write("The local model answered its self-test.")
         elif configured is None:
             self.stdout.write(self.style.WARNING(llm.SETUP_HINT))
         else:
@@ -38,5 +43,6 @@ class Command(BaseCommand):
         try:
             CommandLineInterface().run(["-b", host, "-p", str(port), "chatsite.asgi:application"])
         finally:
-            if server is not None:
-                local_model.stop_server(server)
+            if supervisor is not None:
+                local_model.set_supervisor(None)
+                supervisor.stop()
