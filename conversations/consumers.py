@@ -1,17 +1,28 @@
-"""The chat page's WebSocket: takes messages and Stop, pushes re-rendered partials."""
+"""The chat page's WebSocket: takes messages and Stop, pushes partials as the answer grows."""
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import rendering, runner, services
+from .live.draft import AnswerDraft, SequenceGap
+from .live.events import Event, event_from_dict
+from .live.hub import hub
 from .models import Conversation, Message
+
+logger = logging.getLogger(__name__)
 
 # Close code for "no such conversation"; the same for someone else's.
 NOT_FOUND = 4404
+
+
+def conversation_group(conversation_id: int) -> str:
+    """The conversation's open pages, told of each new turn."""
+    return f"conversation-{conversation_id}"
 
 
 class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -19,6 +30,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     group = ""
 
     async def connect(self) -> None:
+        # The page's copy of each answer it follows, at the last event it has shown.
+        self.answers: dict[int, AnswerDraft] = {}
         try:
             self.conversation = await services.aconversation_get(
                 user=self.scope["user"],
@@ -27,14 +40,19 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         except Conversation.DoesNotExist:
             await self.close(code=NOT_FOUND)
             return
-        self.group = runner.conversation_group(self.conversation.pk)
+        self.group = conversation_group(self.conversation.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        # A snapshot on every (re)connect: whatever was missed while away is in the rows.
+        # A snapshot on every (re)connect from the rows; a running answer's events since its
+        # last save follow, so a reload or a dropped connection loses and repeats nothing.
         messages = await services.amessage_list(conversation=self.conversation)
         await self.send(text_data=rendering.render_messages(messages))
+        for message in messages:
+            if message.in_progress:
+                await self.follow(message)
 
     async def disconnect(self, code: int) -> None:
+        hub().unfollow(self)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -44,6 +62,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             frame = parse_frame(text_data)
             if frame.get("action") == "stop":
                 await services.astop_request(conversation=self.conversation)
+                await hub().stop(self.conversation.pk)
                 return
             if frame.get("action") == "ping":
                 await self.send(text_data=rendering.render_pong())
@@ -55,11 +74,11 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.send(text_data=rendering.render_chat_error(str(error)))
             return
         await self.send(text_data=rendering.render_composer())
+        await runner.start_generation(assistant_message)
         await self.channel_layer.group_send(
             self.group,
             {"type": "conversation.turn", "message_ids": [user_message.pk, assistant_message.pk]},
         )
-        runner.start_generation(assistant_message)
 
     async def conversation_turn(self, event: dict[str, Any]) -> None:
         assert self.conversation is not None
@@ -74,16 +93,67 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             except Message.DoesNotExist:
                 return
         await self.send(text_data=rendering.render_new_messages(messages))
+        for message in messages:
+            if message.in_progress:
+                await self.follow(message)
 
-    async def generation_update(self, event: dict[str, Any]) -> None:
+    async def follow(self, message: Message) -> None:
+        """Show the answer's events from where its saved state ends."""
+        assert self.conversation is not None
+        self.answers[message.pk] = services.answer_draft(message)
+        await hub().follow(
+            self, conversation_id=self.conversation.pk, message_id=message.pk, after=message.seq
+        )
+
+    # live.hub.Subscriber
+
+    def seen_seq(self, message_id: int) -> int:
+        answer = self.answers.get(message_id)
+        return answer.seq if answer is not None else 0
+
+    async def receive_events(self, message_id: int, events: list[Event]) -> None:
+        answer = self.answers.get(message_id)
+        if answer is None:
+            return
+        try:
+            html = rendering.render_events(answer, events)
+        except SequenceGap:
+            # A delivery from another process was lost: ask again from what this page has.
+            assert self.conversation is not None
+            await hub().follow(
+                self, conversation_id=self.conversation.pk, message_id=message_id, after=answer.seq
+            )
+            return
+        if html:
+            await self.send(text_data=html)
+        if not answer.in_progress:
+            del self.answers[message_id]
+            hub().unfollow(self, message_id)
+
+    async def refresh(self, message_id: int) -> None:
         assert self.conversation is not None
         try:
-            message = await services.amessage_get(
-                conversation_id=self.conversation.pk, message_id=event["message_id"]
+            message = await services.aanswer_refresh(
+                conversation=self.conversation, message_id=message_id
             )
         except Message.DoesNotExist:
+            self.answers.pop(message_id, None)
+            hub().unfollow(self, message_id)
             return
+        answer = self.answers.get(message_id)
+        if answer is None or (message.seq <= answer.seq and message.in_progress):
+            return
+        self.answers[message_id] = services.answer_draft(message)
         await self.send(text_data=rendering.render_message(message))
+        if not message.in_progress:
+            del self.answers[message_id]
+            hub().unfollow(self, message_id)
+
+    async def run_events(self, event: dict[str, Any]) -> None:
+        """An answer's events, relayed from the process that runs it."""
+        hub().heard(self, event["message_id"])
+        events = [event_from_dict(data) for data in event["events"]]
+        await self.receive_events(event["message_id"], events)
 
 
 def parse_frame(text_data: str | None) -> dict[str, Any]:

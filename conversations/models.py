@@ -7,6 +7,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 
+from .live.draft import split_parts
+
 
 class Conversation(models.Model):
     owner = models.ForeignKey(
@@ -57,6 +59,9 @@ class Message(models.Model):
         max_length=200, blank=True, help_text="The Responses API id to continue from."
     )
     stop_requested = models.BooleanField(default=False)
+    seq = models.PositiveIntegerField(
+        default=0, help_text="The last stream event (of this answer) the saved state includes."
+    )
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -89,14 +94,7 @@ class Message(models.Model):
 
     def parts(self) -> list[tuple[str, list[ToolCall]]]:
         """The text split where the model made tool calls: [(text, calls made after it), ...]."""
-        parts: list[tuple[str, list[ToolCall]]] = []
-        offset = 0
-        for calls in self.tool_call_steps():
-            at = min(max(calls[0].text_offset, offset), len(self.content))
-            parts.append((self.content[offset:at], calls))
-            offset = at
-        parts.append((self.content[offset:], []))
-        return parts
+        return split_parts(self.content, self.tool_call_steps())
 
 
 class ToolCall(models.Model):

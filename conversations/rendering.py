@@ -2,50 +2,149 @@
 
 from __future__ import annotations
 
-from django.template.loader import render_to_string
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
 
+from django.conf import settings
+from django.template import Template
+from django.template.loader import get_template
+
+from .live.draft import AnswerDraft, CallDraft
+from .live.events import (
+    CallArgumentsAppended,
+    CallChanged,
+    CallStarted,
+    Event,
+    ReasoningAppended,
+    Snapshot,
+    StatusChanged,
+    TextAppended,
+    UsageChanged,
+)
 from .models import Message
 
 PAGE = "conversations/detail.html"
 
 
+@cache
+def cached_partial(name: str) -> Template:
+    return get_template(f"{PAGE}#{name}")  # type: ignore[return-value]
+
+
+def render(name: str, context: dict[str, Any]) -> str:
+    """A partial of the chat page; looked up once (stream updates render them many times),
+    except with DEBUG, where templates are edited."""
+    template = get_template(f"{PAGE}#{name}") if settings.DEBUG else cached_partial(name)
+    return template.render(context)  # type: ignore[arg-type]
+
+
 def render_messages(messages: list[Message]) -> str:
     """Every message, replacing the whole list (sent when a socket connects)."""
     running = any(message.in_progress for message in messages)
-    return render_to_string(f"{PAGE}#messages", {"history": messages}) + render_run_controls(
-        running=running
-    )
+    return render("messages", {"history": messages}) + render_run_controls(running=running)
 
 
 def render_new_messages(messages: list[Message]) -> str:
     """A new turn, appended; the title too, which the first message sets."""
     running = any(message.in_progress for message in messages)
     return (
-        render_to_string(f"{PAGE}#new-messages", {"history": messages})
-        + render_to_string(f"{PAGE}#title", {"conversation": messages[0].conversation})
+        render("new-messages", {"history": messages})
+        + render("title", {"conversation": messages[0].conversation})
         + render_run_controls(running=running)
     )
 
 
-def render_message(message: Message) -> str:
-    return render_to_string(f"{PAGE}#message", {"message": message}) + render_run_controls(
+def render_message(message: Message | AnswerDraft) -> str:
+    return render("message", {"message": message}) + render_run_controls(
         running=message.in_progress
     )
 
 
 def render_run_controls(*, running: bool) -> str:
-    return render_to_string(f"{PAGE}#run-controls", {"running": running})
+    return render("run-controls", {"running": running})
 
 
 def render_chat_error(error: str) -> str:
-    return render_to_string(f"{PAGE}#chat-error", {"error": error})
+    return render("chat-error", {"error": error})
 
 
 def render_composer() -> str:
     """A fresh, empty message form, plus a cleared error line."""
-    return render_to_string(f"{PAGE}#composer", {}) + render_chat_error("")
+    return render("composer", {}) + render_chat_error("")
 
 
 def render_pong() -> str:
     """The answer to {"action": "ping"}: proof the socket and the server's event loop are alive."""
     return '<template id="pong"></template>'
+
+
+def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
+    """Apply `events` to the page's copy of the answer; the fragments that show them.
+
+    New text is appended to the answer's last text element, new tool cards to its body;
+    changed cards, arguments and the footer are replaced; a new status (or a snapshot)
+    re-renders the whole message once, Markdown and all when it is finished. Raises
+    `live.draft.SequenceGap` when an event is missing.
+    """
+    fragments: list[str] = []
+    text: list[str] = []
+    reasoning: list[str] = []
+    # Text goes after the last group of tool calls: its number is the text element's.
+    groups = len({step for step, _ in answer.calls})
+    whole = reasoning_block = footer = False
+    changed_calls: dict[tuple[int, int], bool] = {}  # key -> the whole card (or arguments only)
+
+    def flush_text() -> None:
+        if text:
+            target = f"message-{answer.id}-text-{groups}"
+            fragments.append(render("text-append", {"target": target, "text": "".join(text)}))
+            text.clear()
+
+    for event in events:
+        # The first reasoning makes the hidden reasoning block appear.
+        reasoning_block |= isinstance(event, ReasoningAppended) and not answer.has_reasoning
+        if not answer.apply(event) or whole:
+            continue
+        match event:
+            case TextAppended(text=delta):
+                text.append(delta)
+            case ReasoningAppended(text=delta):
+                if not reasoning_block:
+                    reasoning.append(delta)
+            case CallStarted(step=step, index=index):
+                flush_text()
+                call = answer.calls[(step, index)]
+                opens_group = sum(1 for other, _ in answer.calls if other == step) == 1
+                fragments.append(card_append(answer, call, new_group=opens_group))
+                groups += opens_group
+            case CallArgumentsAppended(step=step, index=index):
+                changed_calls.setdefault((step, index), False)
+            case CallChanged(step=step, index=index):
+                changed_calls[(step, index)] = True
+            case UsageChanged():
+                footer = True
+            case StatusChanged() | Snapshot():
+                whole = True
+    if whole:
+        return render_message(answer)
+    flush_text()
+    context: dict[str, Any] = {"message": answer}
+    if reasoning_block:
+        fragments.append(render("reasoning", context))
+    elif reasoning:
+        target = f"message-{answer.id}-reasoning-text"
+        fragments.append(render("text-append", {"target": target, "text": "".join(reasoning)}))
+    for key, whole_card in changed_calls.items():
+        call = answer.calls[key]
+        fragments.append(render("tool-card" if whole_card else "tool-arguments", {"call": call}))
+    if footer:
+        fragments.append(render("message-footer", context))
+    return "".join(fragments)
+
+
+def card_append(answer: AnswerDraft, call: CallDraft, *, new_group: bool) -> str:
+    if new_group:
+        part = len({step for step, _ in answer.calls})
+        return render("tool-calls-append", {"message": answer, "calls": [call], "part": part})
+    return render("tool-card-append", {"call": call})

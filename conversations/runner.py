@@ -1,32 +1,33 @@
 """The generation runner: owns one assistant turn, detached from any socket.
 
-It runs the tool loop, keeps the Message and ToolCall rows up to date with coalesced
-checkpoints, and after each checkpoint tells the conversation's group that there is news.
-Pages re-read the rows, so a lost wake-up or a reconnect never loses text.
+It runs the tool loop with the answer's in-memory draft as the observer; the draft tells every
+change as a numbered event, which the answer's `live.hub.RunStream` delivers to whoever
+follows it. A `Checkpoint` saves the draft to the Message and ToolCall rows, coalesced, so the
+rows are the record for reloads and for a process that dies; the final state is saved before
+the final event is published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import openai
-from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError
-from django.utils import timezone
 
 from . import llm, local_model
-from .models import Conversation, Message, ToolCall
-from .services import alast_answer, aprovider_history
+from .live.draft import AnswerDraft
+from .live.hub import RunStream, hub
+from .models import Message
+from .services import Saved, aanswer_save, alast_answer, aprovider_history
 from .streaming.chat_completions import CONNECTION_LOST, UNREACHABLE
-from .streaming.events import ProviderEvent, Usage
+from .streaming.events import ProviderEvent
 from .streaming.loop import (
     ChatCompletionsSession,
     LoopOutcome,
@@ -34,238 +35,129 @@ from .streaming.loop import (
     ResponsesSession,
     run_tool_loop,
 )
-from .streaming.partial_json import parse_partial_arguments
 from .streaming.responses import chat_messages_to_input, stream_response
-from .streaming.tools import ToolResult
 from .toolbox import toolbox_for
 
 logger = logging.getLogger(__name__)
 
+# A run saves at least this often, even with nothing new, to show its process is alive.
 HEARTBEAT_INTERVAL = 10.0
+# Tries to save an answer's end before giving up (the rows then say it was interrupted).
+FINAL_SAVE_RETRIES = (0.5, 1.0, 2.0)
 
-# Strong references: the event loop only keeps weak ones to running tasks.
-_runs: dict[int, tuple[int, asyncio.Task[None]]] = {}
 # The local model answers one request at a time; asyncio.Lock hands it out first come, first served.
 _local_model_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def conversation_group(conversation_id: int) -> str:
-    return f"conversation-{conversation_id}"
+async def start_generation(message: Message) -> RunStream:
+    """Run the answer for `message` as its own task on this event loop.
 
-
-def start_generation(message: Message) -> asyncio.Task[None]:
-    """Run the answer for `message` as its own task on the running event loop."""
-    task = asyncio.create_task(run_generation(message.pk), name=f"generation-{message.pk}")
-    _runs[message.pk] = (message.conversation_id, task)
-    task.add_done_callback(lambda _: _runs.pop(message.pk, None))
-    return task
-
-
-def cancel_local_runs(*, conversation_id: int) -> None:
-    """Cancel this process's runs for a conversation; safe to call from any thread."""
-    for message_id, (owner_id, task) in list(_runs.items()):
-        if owner_id == conversation_id:
-            task.get_loop().call_soon_threadsafe(cancel_if_running, message_id)
-
-
-def cancel_if_running(message_id: int) -> None:
-    # Checked on the loop itself: a run that is already writing its final state is left alone.
-    run = _runs.get(message_id)
-    if run is not None:
-        run[1].cancel()
+    Its stream is registered before this returns, so whoever hears of the new message next can
+    follow it. `message.conversation` must be loaded.
+    """
+    draft = AnswerDraft(
+        message_id=message.pk,
+        created_at=message.created_at,
+        model=message.model,
+        status=message.status,
+    )
+    run = await hub().start_run(message.conversation_id, draft)
+    run.task = asyncio.create_task(run_generation(message, run), name=f"generation-{message.pk}")
+    return run
 
 
 async def wait_for_local_runs() -> None:
     """Wait until every run in this process has finished (used by tests and shutdown)."""
-    while _runs:
-        await asyncio.gather(*(task for _, task in list(_runs.values())), return_exceptions=True)
+    while tasks := [run.task for run in hub().runs.values() if run.task and not run.task.done()]:
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def broadcast_update(conversation_id: int, message_id: int) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    await layer.group_send(
-        conversation_group(conversation_id),
-        {"type": "generation.update", "message_id": message_id},
-    )
+class Checkpoint:
+    """Saves a running answer's draft to its rows: coalesced, never once per token."""
 
+    def __init__(self, draft: AnswerDraft) -> None:
+        self.draft = draft
+        self.saved_seq = draft.seq
+        self.saved_calls = draft.calls_version
+        self.saved_at = time.monotonic()
 
-class Recorder:
-    """Receives the loop's reports and checkpoints them to the database."""
+    async def save(self, *, final: bool = False) -> Saved:
+        draft = self.draft
+        seq, calls_version = draft.seq, draft.calls_version
+        fields = {
+            "content": draft.content,
+            "reasoning": draft.reasoning,
+            "status": draft.status,
+            "error": draft.error,
+            "steps": draft.steps,
+            "input_tokens": draft.input_tokens,
+            "output_tokens": draft.output_tokens,
+            "total_tokens": draft.total_tokens,
+            "response_id": draft.response_id,
+            "finished_at": draft.finished_at,
+            "seq": seq,
+        }
+        calls = None
+        if calls_version != self.saved_calls:
+            calls = [
+                {
+                    "step": call.step,
+                    "index": call.index,
+                    "call_id": call.call_id,
+                    "name": call.name,
+                    "text_offset": call.text_offset,
+                    "arguments": call.arguments,
+                    "parsed_arguments": call.parsed_arguments,
+                    "status": call.status,
+                    "output": call.output,
+                    "error": call.error,
+                    "started_at": call.started_at,
+                    "finished_at": call.finished_at,
+                }
+                for _, call in sorted(draft.calls.items())
+            ]
+        saved = await aanswer_save(message_id=draft.id, fields=fields, calls=calls, final=final)
+        if saved == Saved.SAVED:
+            self.saved_seq, self.saved_calls = seq, calls_version
+            self.saved_at = time.monotonic()
+        return saved
 
-    def __init__(self, message: Message) -> None:
-        self.message = message
-        self.chunks: list[str] = []
-        self.reasoning_chunks: list[str] = []
-        self.text_length = 0
-        self.calls: dict[tuple[int, int], ToolCall] = {}
-        self.dirty_calls: set[tuple[int, int]] = set()
-        self.dirty = False
-        self.lock = asyncio.Lock()
+    async def save_periodically(self, run: asyncio.Task[Any]) -> None:
+        """Save what changed every CHAT_CHECKPOINT_INTERVAL; stop the run if told to stop."""
+        while True:
+            await asyncio.sleep(settings.CHAT_CHECKPOINT_INTERVAL)
+            stale = time.monotonic() - self.saved_at >= HEARTBEAT_INTERVAL
+            if self.draft.seq == self.saved_seq and not stale:
+                continue
+            try:
+                saved = await self.save()
+            except Exception:
+                logger.warning("saving message %s failed; retrying", self.draft.id, exc_info=True)
+                continue
+            if saved != Saved.SAVED:
+                # Stopped from another process, or deleted: run_generation sorts it out.
+                run.cancel()
+                return
 
-    async def step_started(self, step: int) -> None:
-        self.message.steps = step
-        self.dirty = True
-
-    async def text(self, delta: str) -> None:
-        self.chunks.append(delta)
-        self.text_length += len(delta)
-        self.dirty = True
-
-    async def reasoning(self, delta: str) -> None:
-        self.reasoning_chunks.append(delta)
-        self.dirty = True
-
-    async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
-        self.calls[(step, index)] = ToolCall(
-            message=self.message,
-            step=step,
-            index=index,
-            call_id=call_id,
-            name=name,
-            text_offset=self.text_length,
-            status=ToolCall.Status.STREAMING,
-        )
-        self.touch(step, index)
-
-    async def tool_arguments(self, step: int, index: int, delta: str) -> None:
-        self.calls[(step, index)].arguments += delta
-        self.touch(step, index)
-
-    async def tool_ready(
-        self, step: int, index: int, call_id: str, name: str, arguments: str
-    ) -> None:
-        call = self.calls.get((step, index))
-        if call is None:
-            await self.tool_started(step, index, call_id, name)
-            call = self.calls[(step, index)]
-        call.arguments = arguments
-        call.parsed_arguments = parse_arguments(arguments)
-        call.status = ToolCall.Status.PENDING
-        self.touch(step, index)
-        await self.flush()
-
-    async def tool_running(self, step: int, index: int) -> None:
-        call = self.calls[(step, index)]
-        call.status = ToolCall.Status.RUNNING
-        call.started_at = timezone.now()
-        self.touch(step, index)
-        await self.flush()
-
-    async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
-        call = self.calls[(step, index)]
-        call.status = ToolCall.Status.SUCCEEDED if result.ok else ToolCall.Status.FAILED
-        call.output = result.output
-        call.error = result.error
-        call.finished_at = timezone.now()
-        self.touch(step, index)
-        await self.flush()
-
-    async def usage(self, usage: Usage) -> None:
-        message = self.message
-        message.input_tokens = (message.input_tokens or 0) + usage.input_tokens
-        message.output_tokens = (message.output_tokens or 0) + usage.output_tokens
-        message.total_tokens = (message.total_tokens or 0) + usage.total_tokens
-        self.dirty = True
-
-    def touch(self, step: int, index: int) -> None:
-        self.dirty_calls.add((step, index))
-        self.dirty = True
-
-    async def flush(self, *, heartbeat: bool = False) -> bool:
-        """Write what changed since the last checkpoint and wake the pages; False if nothing did."""
-        async with self.lock:
-            changed = self.dirty
-            if not changed and not heartbeat:
-                return False
-            # Taken before the first await: changes made while writing wait for the next flush.
-            keys = sorted(self.dirty_calls)
-            self.dirty_calls.clear()
-            self.dirty = False
-            for key in keys:
-                call = self.calls[key]
-                if call.status == ToolCall.Status.STREAMING:
-                    call.parsed_arguments = parse_partial_arguments(call.arguments)
-                await call.asave()
-            message = self.message
-            message.content = "".join(self.chunks)
-            message.reasoning = "".join(self.reasoning_chunks)
-            message.heartbeat_at = timezone.now()
-            await message.asave(
-                update_fields=[
-                    "content",
-                    "reasoning",
-                    "response_id",
-                    "status",
-                    "error",
-                    "steps",
-                    "input_tokens",
-                    "output_tokens",
-                    "total_tokens",
-                    "heartbeat_at",
-                    "finished_at",
-                ]
-            )
-        if changed:
-            await broadcast_update(message.conversation_id, message.pk)
-        return changed
-
-    async def set_status(self, status: Message.Status) -> None:
-        self.message.status = status
-        self.dirty = True
-        await self.flush()
-
-    async def finish(self, status: Message.Status, error: str = "") -> None:
-        now = timezone.now()
-        for key, call in self.calls.items():
-            if call.status not in ToolCall.FINISHED:
-                call.status = ToolCall.Status.CANCELLED
-                call.finished_at = now
-                self.touch(*key)
-        self.message.status = status
-        self.message.error = error
-        self.message.finished_at = now
-        self.dirty = True
-        await self.flush()
-        await Conversation.objects.filter(pk=self.message.conversation_id).aupdate(updated_at=now)
-
-
-def parse_arguments(text: str) -> Any:
-    try:
-        return json.loads(text) if text.strip() else {}
-    except ValueError:
-        return parse_partial_arguments(text)
-
-
-async def checkpoint_periodically(recorder: Recorder, run: asyncio.Task[Any]) -> None:
-    """Flush on a fixed beat, keep the heartbeat fresh and notice a Stop from another process."""
-    interval = settings.CHAT_CHECKPOINT_INTERVAL
-    since_heartbeat = 0.0
-    while True:
-        await asyncio.sleep(interval)
-        since_heartbeat += interval
-        beat = since_heartbeat >= HEARTBEAT_INTERVAL
-        if beat:
-            since_heartbeat = 0.0
-        try:
-            await recorder.flush(heartbeat=beat)
-            stop = await Message.objects.filter(
-                pk=recorder.message.pk, stop_requested=True
-            ).aexists()
-        except DatabaseError:
-            # Most often the conversation was deleted mid-run; run_generation sorts it out.
-            logger.info("checkpoint of message %s failed; stopping", recorder.message.pk)
-            stop = True
-        if stop:
-            run.cancel()
-            return
+    async def save_end(self) -> None:
+        """Save the final state, retrying a failing database a few times."""
+        for delay in (*FINAL_SAVE_RETRIES, None):
+            try:
+                if await self.save(final=True) == Saved.GONE:
+                    logger.info("message %s was deleted while it was being written", self.draft.id)
+                return
+            except Exception:
+                if delay is None:
+                    logger.exception("could not save the end of message %s", self.draft.id)
+                    return
+                logger.warning("saving the end of message %s failed; retrying", self.draft.id)
+                await asyncio.sleep(delay)
 
 
 @contextlib.asynccontextmanager
-async def model_slot(configured: llm.Endpoint, recorder: Recorder) -> AsyncIterator[int]:
+async def model_slot(configured: llm.Endpoint, draft: AnswerDraft) -> AsyncIterator[int]:
     """Wait for the local model if another answer is using it or it is restarting.
 
     Yields the supervised server's generation (0 when none is supervised, or for remote models,
@@ -280,20 +172,20 @@ async def model_slot(configured: llm.Endpoint, recorder: Recorder) -> AsyncItera
         supervisor is not None and supervisor.state == local_model.ServerState.RESTARTING
     )
     if queued:
-        await recorder.set_status(Message.Status.QUEUED)
+        draft.set_status(Message.Status.QUEUED)
     async with lock:
         generation = await supervisor.wait_until_up() if supervisor is not None else 0
         if queued:
-            await recorder.set_status(Message.Status.STREAMING)
+            draft.set_status(Message.Status.STREAMING)
         yield generation
 
 
-async def run_generation(message_id: int) -> None:
-    message = await Message.objects.select_related("conversation").aget(pk=message_id)
-    recorder = Recorder(message)
+async def run_generation(message: Message, run: RunStream) -> None:
+    draft = run.draft
+    checkpoint = Checkpoint(draft)
     this_task = asyncio.current_task()
     assert this_task is not None
-    ticker = asyncio.create_task(checkpoint_periodically(recorder, this_task))
+    saver = asyncio.create_task(checkpoint.save_periodically(this_task))
     status, error = Message.Status.FAILED, ""
     try:
         configured = llm.endpoint()
@@ -302,8 +194,8 @@ async def run_generation(message_id: int) -> None:
         else:
             # The model was checked against those on offer when the turn started.
             configured = replace(configured, model=message.model or configured.model)
-            async with model_slot(configured, recorder) as generation:
-                outcome = await answer(message, configured, recorder)
+            async with model_slot(configured, draft) as generation:
+                outcome = await answer(message, configured, draft)
                 error = outcome.error
                 if configured.local and outcome.details.get("kind") == CONNECTION_LOST:
                     error = await local_model_failure(error, generation)
@@ -315,20 +207,17 @@ async def run_generation(message_id: int) -> None:
     except asyncio.CancelledError:
         status, error = Message.Status.CANCELLED, ""
     except Exception:
-        logger.exception("generation %s failed", message_id)
+        logger.exception("generation %s failed", message.pk)
         status, error = Message.Status.FAILED, "An internal error stopped this answer."
     finally:
-        # Stop further cancels (a second Stop press) from interrupting the final write.
-        _runs.pop(message_id, None)
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
-        try:
-            await recorder.finish(status, error)
-        except DatabaseError:
-            if await Message.objects.filter(pk=message_id).aexists():
-                raise
-            logger.info("message %s was deleted while it was being written", message_id)
+        # From here on a Stop has nothing to stop, and must not interrupt the final save.
+        run.ending = True
+        saver.cancel()
+        with contextlib.suppress(BaseException):
+            await saver
+        events = draft.finish(status, error)
+        await checkpoint.save_end()
+        run.finish(events)
 
 
 LOCAL_MODEL_HINT = (
@@ -347,22 +236,22 @@ async def local_model_failure(error: str, generation: int) -> str:
     return error
 
 
-async def answer(message: Message, configured: llm.Endpoint, recorder: Recorder) -> LoopOutcome:
+async def answer(message: Message, configured: llm.Endpoint, draft: AnswerDraft) -> LoopOutcome:
     conversation = message.conversation
     history = await aprovider_history(conversation=conversation, before=message)
-    async with llm.chat_client(configured) as client:
-        if message.api_style == "responses":
-            session: ProviderSession = await responses_session(message, configured, client, history)
-        else:
-            session = ChatCompletionsSession(llm.chat_provider(client, configured), history)
-        outcome = await run_tool_loop(
-            session=session,
-            toolbox=toolbox_for(user_id=conversation.owner_id),
-            observer=recorder,
-            max_steps=settings.LLM_MAX_STEPS,
-        )
+    client = llm.chat_client(configured)
+    if message.api_style == "responses":
+        session: ProviderSession = await responses_session(message, configured, client, history)
+    else:
+        session = ChatCompletionsSession(llm.chat_provider(client, configured), history)
+    outcome = await run_tool_loop(
+        session=session,
+        toolbox=toolbox_for(user_id=conversation.owner_id),
+        observer=draft,
+        max_steps=settings.LLM_MAX_STEPS,
+    )
     if isinstance(session, ResponsesSession):
-        recorder.message.response_id = session.last_response_id
+        draft.response_id = session.last_response_id
     return outcome
 
 

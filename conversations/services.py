@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -12,6 +13,7 @@ from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from .live.draft import AnswerDraft
 from .models import Conversation, Message, ToolCall
 from .streaming.events import ToolCallReady
 from .streaming.loop import assistant_tool_calls_message, tool_output_message
@@ -69,9 +71,7 @@ aconversation_get = sync_to_async(conversation_get)
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
-    from .runner import cancel_local_runs
-
-    cancel_local_runs(conversation_id=conversation.pk)
+    """Delete the conversation; a run still writing one of its answers ends at its next save."""
     conversation.delete()
 
 
@@ -189,12 +189,12 @@ aturn_start = sync_to_async(turn_start)
 
 
 def stop_request(*, conversation: Conversation) -> int:
-    """Ask every running answer in the conversation to stop, whichever process runs it."""
-    from .runner import cancel_local_runs
+    """Mark the conversation's running answers to stop.
 
-    count = conversation.messages.filter(status__in=Message.IN_PROGRESS).update(stop_requested=True)
-    cancel_local_runs(conversation_id=conversation.pk)
-    return count
+    The stop itself travels through `live.hub`; a run that misses it sees this flag at its next
+    save.
+    """
+    return conversation.messages.filter(status__in=Message.IN_PROGRESS).update(stop_requested=True)
 
 
 astop_request = sync_to_async(stop_request)
@@ -246,3 +246,107 @@ def provider_history(*, conversation: Conversation, before: Message) -> list[dic
 
 
 aprovider_history = sync_to_async(provider_history)
+
+
+def answer_draft(message: Message) -> AnswerDraft:
+    """The saved answer as a draft at its saved `seq`, for following its stream from there.
+
+    Reads the message's tool calls, which callers on the event loop prefetch.
+    """
+    state = {
+        "id": message.pk,
+        "status": message.status,
+        "error": message.error,
+        "model": message.model,
+        "content": message.content,
+        "reasoning": message.reasoning,
+        "steps": message.steps,
+        "input_tokens": message.input_tokens,
+        "output_tokens": message.output_tokens,
+        "total_tokens": message.total_tokens,
+        "created_at": message.created_at.isoformat(),
+        "finished_at": message.finished_at.isoformat() if message.finished_at else None,
+        "tool_calls": [
+            {
+                "step": call.step,
+                "index": call.index,
+                "call_id": call.call_id,
+                "name": call.name,
+                "text_offset": call.text_offset,
+                "arguments": call.arguments,
+                "parsed_arguments": call.parsed_arguments,
+                "status": call.status,
+                "output": call.output,
+                "error": call.error,
+                "started_at": call.started_at.isoformat() if call.started_at else None,
+                "finished_at": call.finished_at.isoformat() if call.finished_at else None,
+            }
+            for call in message.tool_calls.all()
+        ],
+    }
+    return AnswerDraft.from_state(state, seq=message.seq)
+
+
+class Saved(StrEnum):
+    SAVED = "saved"
+    STOP_REQUESTED = "stop_requested"
+    GONE = "gone"
+
+
+CALL_FIELDS = [
+    "call_id",
+    "name",
+    "text_offset",
+    "arguments",
+    "parsed_arguments",
+    "status",
+    "output",
+    "error",
+    "started_at",
+    "finished_at",
+]
+
+
+def answer_save(
+    *,
+    message_id: int,
+    fields: dict[str, Any],
+    calls: list[dict[str, Any]] | None,
+    final: bool = False,
+) -> Saved:
+    """Write a running answer's progress to its rows: one UPDATE, and one upsert of its calls.
+
+    Progress is not written over an answer someone asked to stop: its run stops instead and
+    writes its end (`final`), which is how a Stop pressed in another process reaches it.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        rows = Message.objects.filter(pk=message_id)
+        if not final:
+            rows = rows.filter(stop_requested=False)
+        if not rows.update(**fields, heartbeat_at=now):
+            if Message.objects.filter(pk=message_id).exists():
+                return Saved.STOP_REQUESTED
+            return Saved.GONE
+        if calls:
+            ToolCall.objects.bulk_create(
+                [ToolCall(message_id=message_id, **call) for call in calls],
+                update_conflicts=True,
+                unique_fields=["message", "step", "index"],
+                update_fields=CALL_FIELDS,
+            )
+        if final:
+            Conversation.objects.filter(messages=message_id).update(updated_at=now)
+    return Saved.SAVED
+
+
+aanswer_save = sync_to_async(answer_save)
+
+
+def answer_refresh(*, conversation: Conversation, message_id: int) -> Message:
+    """The answer as saved, marked interrupted first if its run's process stopped beating."""
+    mark_stale_runs_interrupted(conversation=conversation)
+    return message_get(conversation_id=conversation.pk, message_id=message_id)
+
+
+aanswer_refresh = sync_to_async(answer_refresh)

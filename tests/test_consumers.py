@@ -4,70 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 
 from conversations import runner
 from conversations.models import Conversation, Message, ToolCall
+from tests.chat import (
+    answer_id,
+    appended_text,
+    assistant_message,
+    calls_of,
+    finished,
+    new_conversation,
+    opened,
+    receive_text,
+    receive_until,
+    send_and_wait,
+    shown_text,
+)
 from tests.conftest import Connect
 from tests.fake_openai import FakeOpenAI, error, sse, text_stream, tool_calls_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def new_conversation(user: User) -> Conversation:
-    return await Conversation.objects.acreate(owner=user)
-
-
-async def opened(connect: Connect, conversation: Conversation, user: User) -> WebsocketCommunicator:
-    """A connected chat socket whose snapshot frame has been read."""
-    socket = await connect(conversation, user)
-    connected, _ = await socket.connect()
-    assert connected
-    await socket.receive_from()
-    return socket
-
-
-async def receive_until(
-    socket: WebsocketCommunicator, predicate: Any, timeout: float = 10
-) -> list[str]:
-    """Frames received until one satisfies `predicate` (a test failure if none does in time)."""
-    frames: list[str] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            frame = await socket.receive_from(timeout=timeout)
-            frames.append(frame)
-            if predicate(frame):
-                return frames
-
-
-def finished(frame: str) -> bool:
-    return 'data-status="streaming"' not in frame and "message role-assistant" in frame
-
-
-async def send_and_wait(socket: WebsocketCommunicator, text: str) -> list[str]:
-    """Send a message and receive frames until its answer is finished."""
-    await socket.send_json_to({"message": text})
-    frames = await receive_until(socket, lambda f: 'hx-swap-oob="beforeend"' in f)
-    answer_id = re.findall(r'id="(message-\d+)" class="message role-assistant', frames[-1])[0]
-    # Late frames of an earlier answer may still be queued; wait for this answer's end.
-    frames += await receive_until(socket, lambda f: f'id="{answer_id}"' in f and finished(f))
-    await runner.wait_for_local_runs()
-    return frames
-
-
-async def assistant_message(conversation: Conversation) -> Message:
-    return await Message.objects.filter(
-        conversation=conversation, role=Message.Role.ASSISTANT
-    ).alatest("created_at")
-
-
-async def calls_of(message: Message) -> list[ToolCall]:
-    return [call async for call in message.tool_calls.order_by("step", "index")]
 
 
 async def test_text_streams_in_several_frames_and_is_stored(
@@ -80,8 +40,11 @@ async def test_text_streams_in_several_frames_and_is_stored(
 
     frames = await send_and_wait(socket, "What is 17*23?")
 
-    streamed = [f for f in frames if 'data-status="streaming"' in f and "role-assistant" in f]
+    streamed = appended_text(frames, answer_id(frames[:2]))
     assert len(streamed) >= 3, "the answer should arrive in several frames"
+    # Each piece of text is sent once, in order; any that came with the end of the answer is
+    # shown in the finished message instead.
+    assert answer.startswith("".join(streamed))
     assert "Seventeen" in frames[-1] and "ninety-one" in frames[-1]
     message = await assistant_message(conversation)
     assert message.status == Message.Status.COMPLETE
@@ -160,9 +123,12 @@ async def test_arguments_show_while_they_stream(
 
     frames = await send_and_wait(socket, "compute it")
 
-    streaming_cards = [f for f in frames if 'class="tool-card status-streaming"' in f]
-    assert streaming_cards, "the card should appear before its arguments are complete"
-    assert any("<dt>expression</dt>" in f for f in streaming_cards)
+    def first(text: str) -> int:
+        return next(number for number, frame in enumerate(frames) if text in frame)
+
+    # The card appears, then its arguments fill in, before the call is complete.
+    assert first('class="tool-card status-streaming"') < first("<dt>expression</dt>")
+    assert first("<dt>expression</dt>") < first('class="tool-card status-pending"')
 
 
 async def test_step_cap_ends_the_loop_and_says_so(
@@ -230,7 +196,7 @@ async def test_stop_closes_the_upstream_request_and_keeps_the_text(
     socket = await opened(connect, conversation, user)
 
     await socket.send_json_to({"message": "talk a lot"})
-    await receive_until(socket, lambda f: "word word" in f)
+    await receive_text(socket, "word word")
     await socket.send_json_to({"action": "stop"})
     await receive_until(socket, finished)
     await runner.wait_for_local_runs()
@@ -251,7 +217,7 @@ async def test_stop_from_another_tab_stops_the_run(
     second = await opened(connect, conversation, user)
 
     await first.send_json_to({"message": "talk a lot"})
-    await receive_until(second, lambda f: "word word" in f)
+    await receive_text(second, "word word")
     await second.send_json_to({"action": "stop"})
     await receive_until(first, finished)
     await runner.wait_for_local_runs()
@@ -295,7 +261,7 @@ async def test_a_second_message_while_answering_is_refused(
     socket = await opened(connect, conversation, user)
 
     await socket.send_json_to({"message": "first"})
-    await receive_until(socket, lambda f: "word" in f)
+    await receive_text(socket, "word")
     await socket.send_json_to({"message": "second"})
     frames = await receive_until(socket, lambda f: 'id="chat-error"' in f)
 
@@ -334,19 +300,24 @@ async def test_reconnecting_gets_everything_so_far(
     conversation = await new_conversation(user)
     socket = await opened(connect, conversation, user)
     await socket.send_json_to({"message": "go"})
-    await receive_until(socket, lambda f: "w5 " in f)
+    await receive_text(socket, "w5 ")
     await socket.disconnect()  # the tab closes; the run goes on
 
     await asyncio.sleep(0.5)
     again = await connect(conversation, user)
     await again.connect()
     snapshot = await again.receive_from()
-    assert "w0 w1 w2 w3 w4 w5" in snapshot
-    await receive_until(again, finished)
+    message = await assistant_message(conversation)
+    before = shown_text(snapshot, message.pk)
+    assert before.startswith("w0 w1 w2 w3 w4 w5")
+    frames = await receive_until(again, finished)
     await runner.wait_for_local_runs()
     message = await assistant_message(conversation)
     assert message.status == Message.Status.COMPLETE
     assert message.content.endswith("w59")
+    # What the page showed at once, then what it appended: every word once, in order.
+    assert message.content.startswith(before + "".join(appended_text(frames, message.pk)))
+    assert message.content.endswith("w59") and message.content.count("w59") == 1
 
 
 async def test_a_stop_flag_set_by_another_process_stops_the_run(
@@ -357,7 +328,7 @@ async def test_a_stop_flag_set_by_another_process_stops_the_run(
     socket = await opened(connect, conversation, user)
 
     await socket.send_json_to({"message": "talk a lot"})
-    await receive_until(socket, lambda f: "word word" in f)
+    await receive_text(socket, "word word")
     # What services.stop_request does in a Daphne process that does not run this answer.
     await Message.objects.filter(conversation=conversation, role="assistant").aupdate(
         stop_requested=True
@@ -381,7 +352,7 @@ async def test_deleting_a_conversation_mid_answer_ends_the_run_quietly(
     conversation = await new_conversation(user)
     socket = await opened(connect, conversation, user)
     await socket.send_json_to({"message": "talk a lot"})
-    await receive_until(socket, lambda f: "word word" in f)
+    await receive_text(socket, "word word")
 
     await sync_to_async(services.conversation_delete)(conversation=conversation)
     await runner.wait_for_local_runs()
@@ -406,7 +377,7 @@ async def test_answers_from_the_local_model_wait_their_turn(
     second = await opened(connect, two, user)
 
     await first.send_json_to({"message": "go first"})
-    await receive_until(first, lambda f: "first first" in f)
+    await receive_text(first, "first first")
     await second.send_json_to({"message": "go second"})
     queued = await receive_until(second, lambda f: 'data-status="queued"' in f)
     assert "Queued" in queued[-1]

@@ -20,6 +20,7 @@ from django.contrib.auth.models import User
 
 from conversations import local_model, runner
 from conversations.models import Conversation, Message
+from tests.chat import appended_text
 from tests.conftest import Connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,8 +86,10 @@ async def test_the_local_model_streams_an_answer_that_is_stored(
     assert answer.status == Message.Status.COMPLETE
     assert answer.content.strip()
     assert answer.model == "SmolLM2-135M-Instruct"
-    streamed = [f for f in frames if 'data-status="streaming"' in f and "role-assistant" in f]
+    streamed = appended_text(frames, answer.pk)
     assert len(streamed) >= 2, "the answer should arrive in several frames"
+    # Text that came with the end is shown in the finished message instead.
+    assert answer.content.startswith("".join(streamed))
     assert 'class="model">SmolLM2-135M-Instruct<' in frames[-1]
 
 

@@ -36,7 +36,7 @@ class Log:
     async def text(self, delta: str) -> None:
         self.entries.append(("text", delta))
 
-    async def reasoning(self, delta: str) -> None:
+    async def reasoning_delta(self, delta: str) -> None:
         self.entries.append(("reasoning", delta))
 
     async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:

@@ -1,0 +1,1 @@
+"""A running answer's stream: its typed events, the in-memory draft they build, and fan-out."""

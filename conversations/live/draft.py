@@ -1,0 +1,410 @@
+"""One answer as it is being written, in memory: the tool loop's observer, told as events.
+
+The runner's draft receives the loop's reports, turns each into the next numbered event and
+applies it to itself; a page or API client keeps a mirror draft and applies the same events, so
+both hold the same answer at the same `seq`. Plain Python: no Django, no database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from ..streaming.events import Usage
+from ..streaming.partial_json import parse_partial_arguments
+from ..streaming.tools import ToolResult
+from .events import (
+    CallArgumentsAppended,
+    CallChanged,
+    CallStarted,
+    Event,
+    ReasoningAppended,
+    Snapshot,
+    StatusChanged,
+    StepStarted,
+    TextAppended,
+    UsageChanged,
+)
+
+IN_PROGRESS = frozenset({"queued", "streaming"})
+# A call that ended with one of these has an output the model saw.
+ANSWERED = frozenset({"succeeded", "failed"})
+
+
+class SequenceGap(Exception):
+    """An event arrived whose predecessor never did: the subscriber must catch up first."""
+
+    def __init__(self, have: int, got: int) -> None:
+        super().__init__(f"have events up to {have}, got {got}")
+        self.have = have
+        self.got = got
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def parse_arguments(text: str) -> Any:
+    """Finished arguments: their JSON, or as much of it as parses."""
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return parse_partial_arguments(text)
+
+
+@dataclass(slots=True)
+class CallDraft:
+    """A tool call as it is being made; the fields a `ToolCall` row has."""
+
+    message_id: int
+    step: int
+    index: int
+    call_id: str
+    name: str
+    text_offset: int
+    arguments: str = ""
+    parsed_arguments: Any = None
+    status: str = "streaming"
+    output: str = ""
+    error: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class PlacedCall(Protocol):
+    @property
+    def text_offset(self) -> int: ...
+
+
+def split_parts[C: PlacedCall](content: str, steps: Sequence[list[C]]) -> list[tuple[str, list[C]]]:
+    """The text split where the model made tool calls: [(text, calls made after it), ...]."""
+    parts: list[tuple[str, list[C]]] = []
+    offset = 0
+    for calls in steps:
+        at = min(max(calls[0].text_offset, offset), len(content))
+        parts.append((content[offset:at], calls))
+        offset = at
+    parts.append((content[offset:], []))
+    return parts
+
+
+class AnswerDraft:
+    """An assistant message being written, with the attributes a `Message` row has."""
+
+    role = "assistant"
+
+    def __init__(
+        self,
+        *,
+        message_id: int,
+        created_at: datetime,
+        model: str = "",
+        status: str = "streaming",
+        publish: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.id = message_id
+        self.created_at = created_at
+        self.model = model
+        self.status = status
+        self.error = ""
+        self.steps = 0
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.total_tokens: int | None = None
+        self.finished_at: datetime | None = None
+        # Where a Responses answer continues from; saved with the row, never shown.
+        self.response_id = ""
+        self.seq = 0
+        # Bumped by every change to a call, so a checkpoint knows when to save them.
+        self.calls_version = 0
+        self.calls: dict[tuple[int, int], CallDraft] = {}
+        self._text: list[str] = []
+        self._text_length = 0
+        self._reasoning: list[str] = []
+        # Where new events go (the run's stream); None for a mirror, which only applies them.
+        self.publish = publish
+
+    # What templates and the checkpoint read, as on a Message.
+
+    @property
+    def content(self) -> str:
+        if len(self._text) > 1:
+            self._text = ["".join(self._text)]
+        return self._text[0] if self._text else ""
+
+    @property
+    def reasoning(self) -> str:
+        if len(self._reasoning) > 1:
+            self._reasoning = ["".join(self._reasoning)]
+        return self._reasoning[0] if self._reasoning else ""
+
+    @property
+    def has_reasoning(self) -> bool:
+        return any(self._reasoning)
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in IN_PROGRESS
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.created_at
+
+    def tool_call_steps(self) -> list[list[CallDraft]]:
+        steps: dict[int, list[CallDraft]] = {}
+        for key in sorted(self.calls):
+            steps.setdefault(key[0], []).append(self.calls[key])
+        return [steps[step] for step in sorted(steps)]
+
+    def parts(self) -> list[tuple[str, list[CallDraft]]]:
+        return split_parts(self.content, self.tool_call_steps())
+
+    # Events: the one way the draft changes.
+
+    def apply(self, event: Event) -> bool:
+        """Bring the draft up to `event`: False if it already has it, SequenceGap if it is early."""
+        if isinstance(event, Snapshot):
+            if event.seq <= self.seq:
+                return False
+            self._restore(event.message)
+            self.seq = event.seq
+            return True
+        if event.seq <= self.seq:
+            return False
+        if event.seq != self.seq + 1:
+            raise SequenceGap(self.seq, event.seq)
+        match event:
+            case TextAppended(text=text):
+                self._text.append(text)
+                self._text_length += len(text)
+            case ReasoningAppended(text=text):
+                self._reasoning.append(text)
+            case StepStarted(step=step):
+                self.steps = step
+            case CallStarted():
+                self.calls[(event.step, event.index)] = CallDraft(
+                    self.id, event.step, event.index, event.call_id, event.name, event.text_offset
+                )
+                self.calls_version += 1
+            case CallArgumentsAppended():
+                call = self.calls[(event.step, event.index)]
+                call.arguments += event.delta
+                call.parsed_arguments = event.parsed
+                self.calls_version += 1
+            case CallChanged():
+                self._change_call(event)
+            case UsageChanged():
+                self.input_tokens = event.input_tokens
+                self.output_tokens = event.output_tokens
+                self.total_tokens = event.total_tokens
+            case StatusChanged(status=status, error=error, at=at):
+                self.status = status
+                self.error = error
+                if status not in IN_PROGRESS:
+                    self.finished_at = parse_time(at)
+        self.seq = event.seq
+        return True
+
+    def _change_call(self, event: CallChanged) -> None:
+        call = self.calls[(event.step, event.index)]
+        call.status = event.status
+        if event.arguments is not None:
+            call.arguments = event.arguments
+            call.parsed_arguments = event.parsed
+        if event.status == "running":
+            call.started_at = parse_time(event.at)
+        elif event.status != "pending":
+            call.output = event.output
+            call.error = event.error
+            call.finished_at = parse_time(event.at)
+        self.calls_version += 1
+
+    def _emit(self, event: Event) -> Event:
+        self.apply(event)
+        if self.publish is not None:
+            self.publish(event)
+        return event
+
+    @property
+    def next_seq(self) -> int:
+        return self.seq + 1
+
+    # The tool loop's observer (streaming.loop.LoopObserver).
+
+    async def step_started(self, step: int) -> None:
+        self._emit(StepStarted(self.next_seq, step))
+
+    async def text(self, delta: str) -> None:
+        self._emit(TextAppended(self.next_seq, delta))
+
+    async def reasoning_delta(self, delta: str) -> None:
+        self._emit(ReasoningAppended(self.next_seq, delta))
+
+    async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
+        self._emit(CallStarted(self.next_seq, step, index, call_id, name, self._text_length))
+
+    async def tool_arguments(self, step: int, index: int, delta: str) -> None:
+        so_far = self.calls[(step, index)].arguments + delta
+        self._emit(
+            CallArgumentsAppended(
+                self.next_seq, step, index, delta, parse_partial_arguments(so_far)
+            )
+        )
+
+    async def tool_ready(
+        self, step: int, index: int, call_id: str, name: str, arguments: str
+    ) -> None:
+        if (step, index) not in self.calls:
+            await self.tool_started(step, index, call_id, name)
+        self._emit(
+            CallChanged(
+                self.next_seq,
+                step,
+                index,
+                "pending",
+                arguments=arguments,
+                parsed=parse_arguments(arguments),
+            )
+        )
+
+    async def tool_running(self, step: int, index: int) -> None:
+        self._emit(CallChanged(self.next_seq, step, index, "running", at=now().isoformat()))
+
+    async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
+        self._emit(
+            CallChanged(
+                self.next_seq,
+                step,
+                index,
+                "succeeded" if result.ok else "failed",
+                output=result.output,
+                error=result.error,
+                at=now().isoformat(),
+            )
+        )
+
+    async def usage(self, usage: Usage) -> None:
+        self._emit(
+            UsageChanged(
+                self.next_seq,
+                (self.input_tokens or 0) + usage.input_tokens,
+                (self.output_tokens or 0) + usage.output_tokens,
+                (self.total_tokens or 0) + usage.total_tokens,
+            )
+        )
+
+    def set_status(self, status: str) -> None:
+        """Queued while waiting for the local model, streaming once it is this answer's turn."""
+        self._emit(StatusChanged(self.next_seq, status))
+
+    def finish(self, status: str, error: str = "") -> list[Event]:
+        """End the answer: unfinished calls cancelled, then its final status.
+
+        The events are applied but not published: the runner publishes them once they are
+        saved, so that whoever sees the answer finished can send the next message at once.
+        """
+        at = now().isoformat()
+        events: list[Event] = []
+        for (step, index), call in sorted(self.calls.items()):
+            if call.status not in ANSWERED:
+                events.append(CallChanged(self.next_seq, step, index, "cancelled", at=at))
+                self.apply(events[-1])
+        events.append(StatusChanged(self.next_seq, status, error, at))
+        self.apply(events[-1])
+        return events
+
+    # The whole answer at once, for a subscriber that is too far behind, and back.
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "error": self.error,
+            "model": self.model,
+            "content": self.content,
+            "reasoning": self.reasoning,
+            "steps": self.steps,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "tool_calls": [
+                {
+                    "step": call.step,
+                    "index": call.index,
+                    "call_id": call.call_id,
+                    "name": call.name,
+                    "text_offset": call.text_offset,
+                    "arguments": call.arguments,
+                    "parsed_arguments": call.parsed_arguments,
+                    "status": call.status,
+                    "output": call.output,
+                    "error": call.error,
+                    "started_at": call.started_at.isoformat() if call.started_at else None,
+                    "finished_at": call.finished_at.isoformat() if call.finished_at else None,
+                }
+                for _, call in sorted(self.calls.items())
+            ],
+        }
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.seq, self.state())
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], *, seq: int) -> AnswerDraft:
+        draft = cls(message_id=state["id"], created_at=now())
+        draft._restore(state)
+        draft.seq = seq
+        return draft
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.id = state["id"]
+        self.created_at = parse_time(state["created_at"]) or self.created_at
+        self.status = state["status"]
+        self.error = state["error"]
+        self.model = state["model"]
+        self._text = [state["content"]]
+        self._text_length = len(state["content"])
+        self._reasoning = [state["reasoning"]]
+        self.steps = state["steps"]
+        self.input_tokens = state["input_tokens"]
+        self.output_tokens = state["output_tokens"]
+        self.total_tokens = state["total_tokens"]
+        self.finished_at = parse_time(state["finished_at"])
+        self.calls = {}
+        for data in state["tool_calls"]:
+            call = CallDraft(
+                self.id,
+                data["step"],
+                data["index"],
+                data["call_id"],
+                data["name"],
+                data["text_offset"],
+            )
+            self.calls[(call.step, call.index)] = replace(
+                call,
+                arguments=data["arguments"],
+                parsed_arguments=data["parsed_arguments"],
+                status=data["status"],
+                output=data["output"],
+                error=data["error"],
+                started_at=parse_time(data["started_at"]),
+                finished_at=parse_time(data["finished_at"]),
+            )
+        self.calls_version += 1

@@ -1,0 +1,148 @@
+"""The events of one answer, numbered 1, 2, 3… with no gaps (`seq`), and their wire form.
+
+Every change to an answer being written is one of these. The runner's draft makes them; pages
+and API clients apply them, in order, to what they already have. `Snapshot` replaces everything
+at once, for a subscriber that fell too far behind for the kept events to catch it up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """The answer is queued, streaming, or finished (complete, failed, cancelled, interrupted)."""
+
+    TYPE: ClassVar[str] = "message.status"
+    seq: int
+    status: str
+    error: str = ""
+    at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    """The answer's next model call (the first, or the one after a round of tool calls)."""
+
+    TYPE: ClassVar[str] = "step"
+    seq: int
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class TextAppended:
+    TYPE: ClassVar[str] = "text"
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningAppended:
+    TYPE: ClassVar[str] = "reasoning"
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    """The model began a tool call; `text_offset` is how much answer text came before it."""
+
+    TYPE: ClassVar[str] = "tool.started"
+    seq: int
+    step: int
+    index: int
+    call_id: str
+    name: str
+    text_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallArgumentsAppended:
+    """More of a call's arguments, and all of them so far parsed as far as they go."""
+
+    TYPE: ClassVar[str] = "tool.arguments"
+    seq: int
+    step: int
+    index: int
+    delta: str
+    parsed: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CallChanged:
+    """A call's new status: pending (with its whole arguments), running, or how it ended."""
+
+    TYPE: ClassVar[str] = "tool.status"
+    seq: int
+    step: int
+    index: int
+    status: str
+    arguments: str | None = None
+    parsed: Any = None
+    output: str = ""
+    error: str = ""
+    at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChanged:
+    """The tokens the answer has used so far, all model calls together."""
+
+    TYPE: ClassVar[str] = "usage"
+    seq: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole answer as of `seq` (see `AnswerDraft.state`)."""
+
+    TYPE: ClassVar[str] = "snapshot"
+    seq: int
+    message: dict[str, Any]
+
+
+Event = (
+    StatusChanged
+    | StepStarted
+    | TextAppended
+    | ReasoningAppended
+    | CallStarted
+    | CallArgumentsAppended
+    | CallChanged
+    | UsageChanged
+    | Snapshot
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    kind.TYPE: kind
+    for kind in (
+        StatusChanged,
+        StepStarted,
+        TextAppended,
+        ReasoningAppended,
+        CallStarted,
+        CallArgumentsAppended,
+        CallChanged,
+        UsageChanged,
+        Snapshot,
+    )
+}
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The event as JSON-ready data: {"type": ..., "seq": ..., its fields}."""
+    data: dict[str, Any] = {"type": event.TYPE}
+    for field in fields(event):
+        data[field.name] = getattr(event, field.name)
+    return data
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The event `event_to_dict` made; KeyError or TypeError if `data` is not one."""
+    kind = EVENT_TYPES[data["type"]]
+    return kind(**{field.name: data[field.name] for field in fields(kind) if field.name in data})
