@@ -98,18 +98,42 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Runs write checkpoints while pages read; WAL and a busy timeout keep SQLite from
     # answering "database is locked" under that load.
+    # synchronous=NORMAL is WAL's recommended setting: a commit no longer waits for a disk sync.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Which channels-redis layer: "core" (per-channel lists, with capacity and expiry) or "pubsub"
+# (Redis PUBLISH/SUBSCRIBE). docs/performance.md compares them.
+CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "core").strip().lower()
+if CHANNEL_LAYER not in {"core", "pubsub"}:
+    raise ImproperlyConfigured("CHANNEL_LAYER must be core or pubsub.")
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
-        }
+    redis_host = {
+        "address": REDIS_URL,
+        # Longer than the core layer's 5 s blocking read: redis-py's default of 5 s made every
+        # idle socket's read time out, closing it with 1011.
+        "socket_timeout": 30,
+        # redis-py's pool refuses (MaxConnectionsError) past its default of 100 connections,
+        # which hundreds of sockets connecting at once exceed.
+        "max_connections": REDIS_MAX_CONNECTIONS,
     }
+    if CHANNEL_LAYER == "pubsub":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [redis_host]},
+            }
+        }
+    else:
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [redis_host], "capacity": 1500, "expiry": 30},
+            }
+        }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -179,8 +203,9 @@ LLM_SYSTEM_PROMPT = os.environ.get(
     "You are a helpful assistant. Use the provided tools when they help answer accurately.",
 )
 CHAT_MESSAGE_MAX_LENGTH = 20_000
-# How often a running generation writes its progress to the database and wakes the pages.
-CHAT_CHECKPOINT_INTERVAL = float(os.environ.get("CHAT_CHECKPOINT_INTERVAL", "0.2"))
+# How often a running answer's progress is saved to the database. Pages get its events as they
+# happen; the rows are the record for reloads and for a process that dies.
+CHAT_CHECKPOINT_INTERVAL = float(os.environ.get("CHAT_CHECKPOINT_INTERVAL", "1.0"))
 
 # Serve static files straight from the apps and static/ (no collectstatic step needed).
 WHITENOISE_USE_FINDERS = True

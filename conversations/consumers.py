@@ -75,10 +75,13 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         await self.send(text_data=rendering.render_composer())
         await runner.start_generation(assistant_message)
-        await self.channel_layer.group_send(
-            self.group,
-            {"type": "conversation.turn", "message_ids": [user_message.pk, assistant_message.pk]},
-        )
+        turn = {"type": "conversation.turn", "message_ids": [user_message.pk, assistant_message.pk]}
+        try:
+            await self.channel_layer.group_send(self.group, turn)
+        except Exception:
+            # The conversation's other pages miss the new turn until they reload; this one not.
+            logger.warning("could not announce a new turn in %s", self.group, exc_info=True)
+            await self.conversation_turn(turn)
 
     async def conversation_turn(self, event: dict[str, Any]) -> None:
         assert self.conversation is not None

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.servers import daphne, migrate
 
 CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,56 +23,20 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def daphne_server(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[str]:
     """Daphne serving the project on a fresh SQLite file, its model the loopback server."""
     env = {
-        **os.environ,
         "SECRET_KEY": "browser-test",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "OPENAI_BASE_URL": fake_openai.base_url,
         "OPENAI_API_KEY": "test-key",
         "LLM_MODEL": "fake-model",
         "LLM_MAX_RETRIES": "0",
-        "CHAT_CHECKPOINT_INTERVAL": "0.1",
     }
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    daphne = shutil.which("daphne", path=str(Path(sys.executable).parent))
-    assert daphne, "daphne is installed with the project"
-    server = subprocess.Popen(
-        [daphne, "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-                assert time.monotonic() < deadline, "Daphne did not start"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    migrate(env)
+    with daphne(env) as url:
+        yield url
 
 
 def test_a_message_streams_back_with_a_tool_card(
@@ -113,8 +72,8 @@ def test_a_message_streams_back_with_a_tool_card(
                 """() => {
                   window.seenTexts = [];
                   new MutationObserver(() => {
-                    const answer = document.querySelector('.message.role-assistant .text');
-                    const text = answer ? answer.textContent : '';
+                    const parts = document.querySelectorAll('.message.role-assistant .text');
+                    const text = Array.from(parts, (part) => part.textContent).join('');
                     if (text && window.seenTexts.at(-1) !== text) window.seenTexts.push(text);
                   }).observe(document.body, {subtree: true, childList: true, characterData: true});
                 }"""

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from conversations.streaming.events import (
     Finished,
-    ProviderEvent,
     ReasoningDelta,
     StreamError,
     TextDelta,
-    ToolArgumentsDelta,
     ToolCallReady,
     ToolCallStarted,
     Usage,
 )
 from conversations.streaming.loop import ChatCompletionsSession, run_tool_loop
 from conversations.streaming.tools import Tool, Toolbox, ToolResult
+from tests.scripted import call, scripted
 
 
 class Log:
@@ -61,32 +58,6 @@ class Log:
 
     def of(self, kind: str) -> list[tuple[Any, ...]]:
         return [entry for entry in self.entries if entry[0] == kind]
-
-
-def scripted(*steps: list[ProviderEvent]) -> Any:
-    """A provider answering each model call with the next list of events."""
-    remaining = list(steps)
-    seen: list[list[dict[str, Any]]] = []
-
-    async def provider(
-        messages: list[dict[str, Any]], tools: list[dict[str, Any]]
-    ) -> AsyncIterator[ProviderEvent]:
-        seen.append([dict(m) for m in messages])
-        for event in remaining.pop(0):
-            yield event
-
-    provider.seen = seen  # type: ignore[attr-defined]
-    return provider
-
-
-def call(index: int, name: str, arguments: dict[str, Any]) -> list[ProviderEvent]:
-    text = json.dumps(arguments)
-    return [
-        ToolCallStarted(index, f"call_{index}", name),
-        ToolArgumentsDelta(index, text[:5]),
-        ToolArgumentsDelta(index, text[5:]),
-        ToolCallReady(index, f"call_{index}", name, text),
-    ]
 
 
 def add(a: int, b: int) -> int:

@@ -1,0 +1,172 @@
+"""Two Daphne processes sharing PostgreSQL and Redis, as a multi-process deployment runs.
+
+An answer run by one process streams live to a page on the other through channels-redis, Stop
+pressed on the other reaches it, and an idle socket stays open on Redis. These need a real
+database and Redis, so they run in `make test`'s PostgreSQL + Redis pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
+from websockets.asyncio.client import ClientConnection, connect
+
+from conversations.models import Conversation, Message
+from tests.chat import answer_id, appended_text, finished, shown_text
+from tests.conftest import session_cookie
+from tests.fake_openai import FakeOpenAI, sse, text_stream
+from tests.servers import daphne
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not (os.environ.get("REDIS_URL") and os.environ.get("DATABASE_URL", "").startswith("post")),
+        reason="needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL): make test's second pass",
+    ),
+]
+
+
+def database_url() -> str:
+    """The test database, which the server processes share with the test."""
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture
+def two_processes(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    env = {
+        # The test's own, which signed the session cookies the pages send.
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "LLM_MODEL": "fake-model",
+        "LLM_MAX_RETRIES": "0",
+    }
+    with (
+        daphne(env, log=tmp_path / "first.log") as first,
+        daphne(env, log=tmp_path / "second.log") as second,
+    ):
+        yield first, second
+
+
+class Page:
+    """A chat socket opened as the page opens it, reading frames as htmx would get them."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+        self.frames: list[str] = []
+
+    async def until(self, predicate: Any, timeout: float = 10) -> list[str]:
+        start = len(self.frames)
+        async with asyncio.timeout(timeout):
+            while True:
+                self.frames.append(str(await self.socket.recv()))
+                if predicate(self.frames[-1]):
+                    return self.frames[start:]
+
+    async def send(self, frame: dict[str, str]) -> None:
+        await self.socket.send(json.dumps(frame))
+
+
+@pytest.fixture
+async def open_page(user: User) -> AsyncIterator[Any]:
+    cookie = (await sync_to_async(session_cookie)(user)).decode()
+    opened: list[ClientConnection] = []
+
+    async def open_page(server: str, conversation: Conversation) -> Page:
+        socket = await connect(
+            f"ws{server.removeprefix('http')}/ws/conversations/{conversation.pk}/",
+            additional_headers={"Cookie": cookie, "Origin": "http://localhost"},
+        )
+        opened.append(socket)
+        page = Page(socket)
+        await page.until(lambda frame: 'id="messages"' in frame)
+        return page
+
+    yield open_page
+    for socket in opened:
+        await socket.close()
+
+
+async def test_another_process_shows_the_answer_live_and_its_stop_reaches_the_run(
+    two_processes: tuple[str, str], fake_openai: FakeOpenAI, user: User, open_page: Any
+) -> None:
+    first, second = two_processes
+    words = " ".join(f"word{number}" for number in range(40))
+    fake_openai.queue(sse(text_stream(words), delay=0.03))
+    fake_openai.queue(sse(text_stream(" ".join(["again"] * 400)), delay=0.03))
+    conversation = await Conversation.objects.acreate(owner=user)
+    writer = await open_page(first, conversation)
+    watcher = await open_page(second, conversation)
+
+    await writer.send({"message": "count"})
+    turn = await watcher.until(lambda frame: 'hx-swap-oob="beforeend"' in frame)
+    answer = answer_id(turn)
+    frames = await watcher.until(finished)
+
+    streamed = appended_text(frames, answer)
+    assert len(streamed) >= 5, "the other process showed the answer as it was written"
+    assert words.startswith("".join(streamed))
+    assert words in frames[-1]
+
+    # A long answer, stopped from the page on the process that does not run it.
+    await writer.until(finished)
+    await writer.send({"message": "talk forever"})
+    await watcher.until(lambda frame: "again again" in "".join(appended_text([frame])))
+    await watcher.send({"action": "stop"})
+    await watcher.until(lambda frame: 'data-status="cancelled"' in frame)
+    await writer.until(lambda frame: 'data-status="cancelled"' in frame)
+
+    stopped = await Message.objects.filter(conversation=conversation).alatest("created_at")
+    assert stopped.status == Message.Status.CANCELLED
+    assert 0 < stopped.content.count("again") < 400
+    await fake_openai.wait_for_closed_early()
+
+
+async def test_a_page_that_reconnects_to_the_other_process_misses_nothing(
+    two_processes: tuple[str, str], fake_openai: FakeOpenAI, user: User, open_page: Any
+) -> None:
+    first, second = two_processes
+    words = " ".join(f"w{number}" for number in range(60))
+    fake_openai.queue(sse(text_stream(words), delay=0.03))
+    conversation = await Conversation.objects.acreate(owner=user)
+    writer = await open_page(first, conversation)
+    await writer.send({"message": "count"})
+    # Past the first checkpoint (CHAT_CHECKPOINT_INTERVAL), so the rows hold part of it.
+    await writer.until(lambda frame: "w40" in "".join(appended_text([frame])))
+
+    # The page reloads, and the load balancer sends it to the other process.
+    reloaded = await open_page(second, conversation)
+    message = await Message.objects.filter(conversation=conversation).alatest("created_at")
+    snapshot = reloaded.frames[0]
+    frames = await reloaded.until(finished)
+
+    shown = "".join(appended_text(frames, message.pk))
+    before = shown_text(snapshot, message.pk)
+    assert before.startswith("w0 w1")
+    assert words.startswith(before + shown), "nothing lost or repeated across the reload"
+    assert words in frames[-1]
+
+
+async def test_an_idle_socket_stays_open_on_redis(
+    two_processes: tuple[str, str], user: User, open_page: Any
+) -> None:
+    conversation = await Conversation.objects.acreate(owner=user)
+    page = await open_page(two_processes[0], conversation)
+
+    # channels-redis reads each socket's channel with a 5 s blocking pop.
+    await asyncio.sleep(12)
+    await page.send({"action": "ping"})
+    assert await page.until(lambda frame: frame == '<template id="pong"></template>')
