@@ -18,7 +18,7 @@ LLAMA_SETTINGS = $(if $(LLAMA_CMAKE_ARGS),--config-settings-package "llama-cpp-p
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
-.PHONY: run test test-backends install uv browser lint
+.PHONY: run test test-backends install uv browser lint bench
 
 uv:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -61,3 +61,8 @@ lint: install
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	SECRET_KEY=lint $(VENV)/mypy conversations chatsite
+
+# Many live streams through this project, the direct SDK and Chainlit (docs/performance.md).
+# The PostgreSQL + Redis part needs both on 127.0.0.1; BENCH_ARGS="--streams 50 --no-peer" etc.
+bench: install
+	$(VENV)/python bench/run.py $(BENCH_ARGS)

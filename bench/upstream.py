@@ -2,11 +2,12 @@
 
     python bench/upstream.py --port 9100 --tokens 100 --rate 20
 
-It speaks just enough of OpenAI's Chat Completions over HTTP/1.1 (keep-alive, chunked SSE) for the
-openai SDK and any OpenAI-compatible client. Every answer streams `--tokens` content deltas,
-`--rate` per second, each one written as " w<index>s<unix time in microseconds>" at the moment it
-is sent, so a client that sees the token can tell how long it took to reach it. Stdlib only, so
-any virtual environment can run it.
+It speaks just enough of OpenAI's Chat Completions over HTTP/1.1 (keep-alive, chunked SSE) for
+the openai SDK and any OpenAI-compatible client. Every answer streams `--tokens` content deltas
+(or N, when the last message says "tokens=N", to warm a server up), `--rate` per second, each one
+written as " w<index>s<unix time in microseconds>" at the moment it is sent, so a client that sees
+the token can tell how long it took to reach it. Stdlib only, so any virtual environment can
+run it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import time
+from typing import Any
 
 TOKEN_PATTERN = r"w(\d+)s(\d+)"
 
@@ -81,7 +84,7 @@ class Upstream:
         )
         await writer.drain()
 
-    async def stream(self, writer: asyncio.StreamWriter, request: dict[str, object]) -> None:
+    async def stream(self, writer: asyncio.StreamWriter, request: dict[str, Any]) -> None:
         self.answers += 1
         completion_id = f"chatcmpl-bench{self.answers}"
         writer.write(
@@ -90,17 +93,23 @@ class Upstream:
         )
         writer.write(sse(chunk(completion_id, {"role": "assistant", "content": ""})))
         await writer.drain()
+        tokens = self.tokens
+        messages = request.get("messages")
+        if isinstance(messages, list) and messages:
+            asked = re.search(r"tokens=(\d+)", str(messages[-1].get("content")))
+            tokens = int(asked.group(1)) if asked else tokens
         started = time.monotonic()
-        for index in range(self.tokens):
+        for index in range(tokens):
             delay = started + index / self.rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             writer.write(sse(chunk(completion_id, {"content": token(index)})))
             await writer.drain()
         writer.write(sse(chunk(completion_id, {}, "stop")))
-        if (request.get("stream_options") or {}).get("include_usage"):  # type: ignore[union-attr]
-            usage = {"prompt_tokens": 10, "completion_tokens": self.tokens}
-            usage["total_tokens"] = 10 + self.tokens
+        options = request.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            usage = {"prompt_tokens": 10, "completion_tokens": tokens}
+            usage["total_tokens"] = 10 + tokens
             writer.write(sse({**chunk(completion_id, {}), "choices": [], "usage": usage}))
         writer.write(sse("[DONE]"))
         writer.write(b"0\r\n\r\n")

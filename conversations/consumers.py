@@ -74,8 +74,16 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.send(text_data=rendering.render_chat_error(str(error)))
             return
         await self.send(text_data=rendering.render_composer())
-        await runner.start_generation(assistant_message)
-        turn = {"type": "conversation.turn", "message_ids": [user_message.pk, assistant_message.pk]}
+        run = await runner.start_generation(assistant_message)
+        # Every page of the conversation shows the new turn as rendered here, and follows the
+        # answer from this state: none of them reads it back from the database.
+        answer = run.draft
+        turn = {
+            "type": "conversation.turn",
+            "html": rendering.render_new_messages([user_message, answer]),
+            "answer": answer.state(),
+            "seq": answer.seq,
+        }
         try:
             await self.channel_layer.group_send(self.group, turn)
         except Exception:
@@ -85,20 +93,12 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def conversation_turn(self, event: dict[str, Any]) -> None:
         assert self.conversation is not None
-        messages: list[Message] = []
-        for message_id in event["message_ids"]:
-            try:
-                messages.append(
-                    await services.amessage_get(
-                        conversation_id=self.conversation.pk, message_id=message_id
-                    )
-                )
-            except Message.DoesNotExist:
-                return
-        await self.send(text_data=rendering.render_new_messages(messages))
-        for message in messages:
-            if message.in_progress:
-                await self.follow(message)
+        await self.send(text_data=event["html"])
+        answer = AnswerDraft.from_state(event["answer"], seq=event["seq"])
+        self.answers[answer.id] = answer
+        await hub().follow(
+            self, conversation_id=self.conversation.pk, message_id=answer.id, after=answer.seq
+        )
 
     async def follow(self, message: Message) -> None:
         """Show the answer's events from where its saved state ends."""

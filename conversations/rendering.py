@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.template import Template
 from django.template.loader import get_template
+from django.utils.html import format_html
 
 from .live.draft import AnswerDraft, CallDraft
 from .live.events import (
@@ -45,12 +46,15 @@ def render_messages(messages: list[Message]) -> str:
     return render("messages", {"history": messages}) + render_run_controls(running=running)
 
 
-def render_new_messages(messages: list[Message]) -> str:
-    """A new turn, appended; the title too, which the first message sets."""
-    running = any(message.in_progress for message in messages)
+def render_new_messages(turn: list[Message | AnswerDraft]) -> str:
+    """A new turn (the user's message and the answer), appended; the title too, which the first
+    message sets."""
+    user_message = turn[0]
+    assert isinstance(user_message, Message)
+    running = any(message.in_progress for message in turn)
     return (
-        render("new-messages", {"history": messages})
-        + render("title", {"conversation": messages[0].conversation})
+        render("new-messages", {"history": turn})
+        + render("title", {"conversation": user_message.conversation})
         + render_run_controls(running=running)
     )
 
@@ -97,8 +101,7 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
 
     def flush_text() -> None:
         if text:
-            target = f"message-{answer.id}-text-{groups}"
-            fragments.append(render("text-append", {"target": target, "text": "".join(text)}))
+            fragments.append(text_append(f"message-{answer.id}-text-{groups}", "".join(text)))
             text.clear()
 
     for event in events:
@@ -134,13 +137,22 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
         fragments.append(render("reasoning", context))
     elif reasoning:
         target = f"message-{answer.id}-reasoning-text"
-        fragments.append(render("text-append", {"target": target, "text": "".join(reasoning)}))
+        fragments.append(text_append(target, "".join(reasoning)))
     for key, whole_card in changed_calls.items():
         call = answer.calls[key]
         fragments.append(render("tool-card" if whole_card else "tool-arguments", {"call": call}))
     if footer:
         fragments.append(render("message-footer", context))
     return "".join(fragments)
+
+
+def text_append(target: str, text: str) -> str:
+    """More text for the element `target`: its children are appended there (htmx OOB swap).
+
+    Formatted with `format_html`, which escapes `text`, rather than through a template: this is
+    the fragment sent for nearly every token, and the template engine cost several times more.
+    """
+    return format_html('<div hx-swap-oob="beforeend:#{}">{}</div>', target, text)
 
 
 def card_append(answer: AnswerDraft, call: CallDraft, *, new_group: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from .models import Message
@@ -12,7 +13,9 @@ SEARCH_LIMIT = 10
 EXCERPT_RADIUS = 120
 
 
+@functools.lru_cache(maxsize=1024)
 def toolbox_for(*, user_id: int) -> Toolbox:
+    """The user's tools; kept, since checking the tools' schemas again for every answer costs."""
     return Toolbox([CALCULATOR, CURRENT_TIME, search_conversations_tool(user_id=user_id)])
 
 

@@ -422,3 +422,26 @@ async def test_an_unreachable_local_model_says_how_to_start_it(
     assert message.status == Message.Status.FAILED
     assert message.error.startswith("Could not reach the model server")
     assert "make run" in message.error and "make run" in frames[-1]
+
+
+async def test_html_in_the_answer_arguments_and_question_is_shown_as_text(
+    connect: Connect, user: User, model_server: FakeOpenAI
+) -> None:
+    payload = "</div><img src=x onerror=alert(1)><script>alert(2)</script>"
+    model_server.queue(
+        sse(
+            tool_calls_stream([("calculator", json.dumps({"expression": payload}))], pieces=5),
+            delay=0.01,
+        )
+    )
+    model_server.queue(sse(text_stream(f"It says {payload} and more.", pieces=7), delay=0.01))
+    conversation = await new_conversation(user)
+    socket = await opened(connect, conversation, user)
+
+    frames = await send_and_wait(socket, f"What is {payload}?")
+
+    everything = "".join(frames)
+    assert "<img" not in everything and "<script" not in everything
+    assert "&lt;img src=x onerror=alert(1)&gt;" in everything, "shown, as text"
+    message = await assistant_message(conversation)
+    assert payload in message.content, "and stored as the model wrote it"

@@ -162,7 +162,13 @@ def percentile(ordered: list[float], q: float) -> float | None:
 
 
 async def run(
-    url: str, streams: int, tokens: int, answer_window_s: float, connecting: int
+    url: str,
+    streams: int,
+    tokens: int,
+    answer_window_s: float,
+    connecting: int,
+    question: str,
+    wait: bool,
 ) -> dict[str, Any]:
     sessions = [Session(url.rstrip("/")) for _ in range(streams)]
     gate = asyncio.Semaphore(connecting)
@@ -181,8 +187,12 @@ async def run(
         # sessions stalls this loop for tens of milliseconds, which would be counted as latency.
         gc.collect()
         gc.freeze()
+        if wait:
+            # The benchmark measures the server from here: the streams, not the connecting.
+            print("connected", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
         started = time.perf_counter()
-        await asyncio.gather(*(session.ask("Say something.") for session in ready))
+        await asyncio.gather(*(session.ask(question) for session in ready))
         finished = asyncio.gather(*(session.done.wait() for session in ready))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(finished, answer_window_s)
@@ -221,10 +231,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=100, help="tokens in each answer")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for all answers")
     parser.add_argument("--connecting", type=int, default=20, help="sessions set up at once")
+    parser.add_argument("--question", default="Say something.", help='"tokens=2" to warm up')
+    parser.add_argument(
+        "--wait", action="store_true", help='print "connected", then wait for a line on stdin'
+    )
     parser.add_argument("--out", type=Path)
     options = parser.parse_args()
     result = asyncio.run(
-        run(options.url, options.streams, options.tokens, options.timeout, options.connecting)
+        run(
+            options.url,
+            options.streams,
+            options.tokens,
+            options.timeout,
+            options.connecting,
+            options.question,
+            options.wait,
+        )
     )
     if options.out:
         options.out.write_text(json.dumps(result))

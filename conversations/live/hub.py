@@ -5,7 +5,10 @@ Each process (each event loop) has one `Hub`. An answer run here is a `RunStream
 the answer's events and, for every subscriber, how far that subscriber has got, so a late or
 lagging subscriber is caught up from the kept events (or with a snapshot) and a live one gets
 each new event within one delivery window. Deliveries are adaptive: an event after a quiet
-spell goes out at once; faster ones are batched to at most one delivery per `WINDOW`.
+spell goes out at once; faster ones are batched to one delivery per `WINDOW` on average, with
+bursts of up to `BURST` (a token bucket). A strict "one per window" would lock deliveries to
+the phase of an extra one, such as a newcomer's catch-up, and delay every later token of a
+steady 20-a-second stream by up to a window.
 
 A subscriber in another process asks the `runs-<conversation>` group, which the hubs running
 that conversation's answers join, and renews the request every `RENEW` seconds with the last
@@ -31,8 +34,9 @@ from .events import Event, event_to_dict
 
 logger = logging.getLogger(__name__)
 
-# At most one delivery per answer per WINDOW seconds (20 a second).
+# Deliveries per answer: one per WINDOW seconds on average (20 a second), BURST at once.
 WINDOW = 0.05
+BURST = 2.0
 # Events kept per answer; a subscriber further behind gets a snapshot instead.
 KEEP = 10_000
 # How long a finished answer's stream stays, for subscribers still catching up.
@@ -77,7 +81,8 @@ class RunStream:
         # channel name -> [last seq sent, lease deadline]
         self._remote: dict[str, list[float]] = {}
         self._wakeup = asyncio.Event()
-        self._delivered_at = 0.0
+        self._allowance = BURST
+        self._allowance_at = 0.0
         self._deliverer = asyncio.create_task(self._deliver_forever())
         draft.publish = self.publish
 
@@ -133,11 +138,14 @@ class RunStream:
         loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
-            wait = self._delivered_at + WINDOW - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            now = loop.time()
+            self._allowance = min(BURST, self._allowance + (now - self._allowance_at) / WINDOW)
+            self._allowance_at = now
+            if self._allowance < 1:
+                await asyncio.sleep((1 - self._allowance) * WINDOW)
+                self._allowance, self._allowance_at = 1.0, loop.time()
+            self._allowance -= 1
             self._wakeup.clear()
-            self._delivered_at = loop.time()
             await self._deliver()
 
     async def _deliver(self) -> None:
@@ -306,7 +314,9 @@ class Hub:
 
     async def _channel(self) -> str:
         if not self.channel:
-            self.channel = await self.layer.new_channel(prefix="hub.")
+            # The default prefix: channels-redis pops all of a process's "specific." channels with
+            # one blocking read; a channel of another prefix would hold that read for itself.
+            self.channel = await self.layer.new_channel()
             self._reader = asyncio.create_task(self._read_forever())
         return self.channel
 

@@ -33,6 +33,9 @@ class TaggedTextScanner:
         self._after_tag = False
 
     def feed(self, piece: str) -> list[Segment]:
+        if self._kind == "text" and not self._pending and not self._after_tag and "<" not in piece:
+            # Most pieces: plain text that cannot start a tag.
+            return [Segment("text", piece)]
         self._pending += piece
         segments: list[Segment] = []
         while self._skip_space_after_tag():
