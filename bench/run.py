@@ -104,7 +104,9 @@ def process(
 
 
 def run_json(args: list[str], *, env: dict[str, str] | None = None, out: Path) -> dict[str, Any]:
-    subprocess.run(args, cwd=ROOT, env={**os.environ, **(env or {})}, check=True)
+    subprocess.run(
+        args, cwd=ROOT, env={**os.environ, **(env or {})}, check=True, stdout=subprocess.DEVNULL
+    )
     result: dict[str, Any] = json.loads(out.read_text())
     return result
 

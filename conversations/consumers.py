@@ -84,15 +84,19 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             "answer": answer.state(),
             "seq": answer.seq,
         }
+        # This page first, at once: the answer's first tokens may already be on their way.
+        await self.conversation_turn(turn)
         try:
             await self.channel_layer.group_send(self.group, turn)
         except Exception:
-            # The conversation's other pages miss the new turn until they reload; this one not.
+            # The conversation's other pages miss the new turn until they reload.
             logger.warning("could not announce a new turn in %s", self.group, exc_info=True)
-            await self.conversation_turn(turn)
 
     async def conversation_turn(self, event: dict[str, Any]) -> None:
         assert self.conversation is not None
+        answer_id = event["answer"]["id"]
+        if answer_id in self.answers:
+            return  # the page that sent the message already shows its turn
         await self.send(text_data=event["html"])
         answer = AnswerDraft.from_state(event["answer"], seq=event["seq"])
         self.answers[answer.id] = answer

@@ -7,6 +7,7 @@ process's hub, and nothing else.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -67,6 +68,52 @@ async def test_an_event_after_a_quiet_spell_goes_at_once_and_a_burst_goes_togeth
     await draft.text("after a pause")
     assert [e.seq for e in await subscriber.next_batch()] == [7]
     assert len(subscriber.batches) == 3
+
+
+def deliveries(event_times: list[float], pacer: live.Pacer) -> list[float]:
+    """When a deliverer paced by `pacer` sends, for events published at `event_times`."""
+    sent: list[float] = []
+    pending_since: float | None = None
+    clock = 0.0
+    for at in [*event_times, float("inf")]:
+        # Deliver what is pending, as the deliverer would, until the next event is due.
+        while pending_since is not None:
+            ready = clock + pacer.wait(clock)
+            if ready > at:
+                clock = at
+                break
+            clock = ready
+            pacer.delivered(clock)
+            sent.append(clock)
+            pending_since = None
+        if at == float("inf"):
+            break
+        clock = max(clock, at)
+        pacer.event(at)
+        pending_since = at if pending_since is None else pending_since
+    return sent
+
+
+def test_a_steady_twenty_a_second_stream_is_never_held_back() -> None:
+    pacer = live.Pacer()
+    # A newcomer's catch-up and a tool's status spend the burst just before the tokens start.
+    pacer.delivered(0.0)
+    pacer.delivered(0.001)
+    tokens = [0.002 + number * live.WINDOW for number in range(100)]
+
+    assert deliveries(tokens, pacer) == tokens, "each token goes the moment it arrives"
+
+
+def test_a_fast_stream_is_batched_to_about_twenty_deliveries_a_second() -> None:
+    tokens = [number * 0.002 for number in range(500)]  # 500 a second for a second
+
+    sent = deliveries(tokens, live.Pacer())
+
+    assert 20 <= len(sent) <= 20 + live.BURST
+    assert sent[0] == 0.0, "the first goes at once"
+    after_the_burst = sent[int(live.BURST) :]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(after_the_burst)]
+    assert min(gaps) >= live.WINDOW * 0.99
 
 
 async def test_a_late_subscriber_gets_what_it_missed_then_the_rest() -> None:

@@ -4,11 +4,8 @@ channel layer to subscribers in others.
 Each process (each event loop) has one `Hub`. An answer run here is a `RunStream`: it keeps
 the answer's events and, for every subscriber, how far that subscriber has got, so a late or
 lagging subscriber is caught up from the kept events (or with a snapshot) and a live one gets
-each new event within one delivery window. Deliveries are adaptive: an event after a quiet
-spell goes out at once; faster ones are batched to one delivery per `WINDOW` on average, with
-bursts of up to `BURST` (a token bucket). A strict "one per window" would lock deliveries to
-the phase of an extra one, such as a newcomer's catch-up, and delay every later token of a
-steady 20-a-second stream by up to a window.
+each new event within one delivery window. Deliveries are paced by `Pacer`: an event after a
+quiet spell goes out at once, faster ones are batched to about one delivery per `WINDOW`.
 
 A subscriber in another process asks the `runs-<conversation>` group, which the hubs running
 that conversation's answers join, and renews the request every `RENEW` seconds with the last
@@ -65,6 +62,41 @@ class Subscriber(Protocol):
         """Nothing heard for a while: re-read the answer from the database."""
 
 
+class Pacer:
+    """When an answer's next delivery may go: at once for an event after a quiet spell (no
+    event for a `WINDOW`), else once the allowance of a token bucket (one delivery per
+    `WINDOW`, `BURST` at most) allows.
+
+    The quiet rule matters for a model writing about 20 tokens a second: with the bucket alone,
+    one extra delivery (a newcomer's catch-up, a tool's status) leaves the allowance one short,
+    the tokens refill it no faster than they spend it, and every later token waits up to a
+    window.
+    """
+
+    def __init__(self) -> None:
+        self.allowance = BURST
+        self.allowance_at = 0.0
+        self.last_event = float("-inf")
+        self.quiet = False
+
+    def event(self, now: float) -> None:
+        self.quiet |= now - self.last_event >= WINDOW
+        self.last_event = now
+
+    def wait(self, now: float) -> float:
+        """Seconds to wait before delivering what has been published."""
+        self.allowance = min(BURST, self.allowance + (now - self.allowance_at) / WINDOW)
+        self.allowance_at = now
+        if self.quiet or self.allowance >= 1:
+            return 0.0
+        return (1 - self.allowance) * WINDOW
+
+    def delivered(self, now: float) -> None:
+        self.allowance = max(0.0, self.allowance + (now - self.allowance_at) / WINDOW - 1)
+        self.allowance_at = now
+        self.quiet = False
+
+
 class RunStream:
     """One answer being run in this process: its events, subscribers, and their delivery."""
 
@@ -81,8 +113,7 @@ class RunStream:
         # channel name -> [last seq sent, lease deadline]
         self._remote: dict[str, list[float]] = {}
         self._wakeup = asyncio.Event()
-        self._allowance = BURST
-        self._allowance_at = 0.0
+        self._pacer = Pacer()
         self._deliverer = asyncio.create_task(self._deliver_forever())
         draft.publish = self.publish
 
@@ -91,6 +122,7 @@ class RunStream:
         return self.draft.id
 
     def publish(self, event: Event) -> None:
+        self._pacer.event(time.monotonic())
         self._events.append(event)
         if len(self._events) > KEEP:
             dropped = len(self._events) - KEEP // 2
@@ -101,6 +133,7 @@ class RunStream:
 
     def subscribe(self, subscriber: Subscriber, *, after: int) -> None:
         self._local[subscriber] = after
+        self._pacer.quiet = True  # a newcomer is caught up at once
         self._wakeup.set()
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -135,16 +168,11 @@ class RunStream:
         return self._events[seq + 1 - self._first_seq :], last
 
     async def _deliver_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
-            now = loop.time()
-            self._allowance = min(BURST, self._allowance + (now - self._allowance_at) / WINDOW)
-            self._allowance_at = now
-            if self._allowance < 1:
-                await asyncio.sleep((1 - self._allowance) * WINDOW)
-                self._allowance, self._allowance_at = 1.0, loop.time()
-            self._allowance -= 1
+            if wait := self._pacer.wait(time.monotonic()):
+                await asyncio.sleep(wait)
+            self._pacer.delivered(time.monotonic())
             self._wakeup.clear()
             await self._deliver()
 
