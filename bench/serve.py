@@ -1,4 +1,4 @@
-"""Daphne serving the project, counting the database writes it makes (for the benchmark).
+"""`manage.py serve` as `make run` runs it, counting the database writes (for the benchmark).
 
     DJANGO_SETTINGS_MODULE=chatsite.settings .venv/bin/python bench/serve.py --port 8100 \\
         --writes writes.json
@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 import django
-from daphne.cli import CommandLineInterface
 
 WRITES = ("INSERT", "UPDATE", "DELETE")
 count = {"writes": 0}
@@ -52,9 +51,9 @@ def main() -> None:
 
     signal.signal(signal.SIGUSR1, dump)
     atexit.register(dump)
-    CommandLineInterface().run(
-        ["-b", "127.0.0.1", "-p", str(options.port), "chatsite.asgi:application"]
-    )
+    from django.core.management import call_command
+
+    call_command("serve", "--host", "127.0.0.1", "--port", str(options.port))
 
 
 if __name__ == "__main__":

@@ -104,6 +104,15 @@ def test_a_steady_twenty_a_second_stream_is_never_held_back() -> None:
     assert deliveries(tokens, pacer) == tokens, "each token goes the moment it arrives"
 
 
+def test_an_answers_first_events_are_not_held_back() -> None:
+    pacer = live.Pacer()
+    pacer.delivered(0.0)  # a newcomer's catch-up
+    # The first step starts, then the first token comes right after, then the rest.
+    events = [0.006, 0.009, *(0.009 + number * live.WINDOW for number in range(1, 20))]
+
+    assert deliveries(events, pacer) == events
+
+
 def test_a_fast_stream_is_batched_to_about_twenty_deliveries_a_second() -> None:
     tokens = [number * 0.002 for number in range(500)]  # 500 a second for a second
 

@@ -31,9 +31,10 @@ from .events import Event, event_to_dict
 
 logger = logging.getLogger(__name__)
 
-# Deliveries per answer: one per WINDOW seconds on average (20 a second), BURST at once.
+# Deliveries per answer: one per WINDOW seconds on average (20 a second), BURST at once (an
+# answer's start: a newcomer's catch-up, the first step, the first token).
 WINDOW = 0.05
-BURST = 2.0
+BURST = 3.0
 # Events kept per answer; a subscriber further behind gets a snapshot instead.
 KEEP = 10_000
 # How long a finished answer's stream stays, for subscribers still catching up.
@@ -172,15 +173,22 @@ class RunStream:
             await self._wakeup.wait()
             if wait := self._pacer.wait(time.monotonic()):
                 await asyncio.sleep(wait)
-            self._pacer.delivered(time.monotonic())
             self._wakeup.clear()
-            await self._deliver()
+            try:
+                if await self._deliver():
+                    self._pacer.delivered(time.monotonic())
+            except Exception:
+                # Whatever it was, the next delivery may go better; a dead deliverer helps no one.
+                logger.exception("delivering message %s's events failed", self.message_id)
 
-    async def _deliver(self) -> None:
+    async def _deliver(self) -> bool:
+        """Send every subscriber what it has not had; whether there was anything to send."""
+        sent = False
         for subscriber, seq in list(self._local.items()):
             events, seq = self._after(seq)
             if not events:
                 continue
+            sent = True
             self._local[subscriber] = seq
             try:
                 await subscriber.receive_events(self.message_id, events)
@@ -188,13 +196,14 @@ class RunStream:
                 logger.exception("a subscriber of message %s failed; dropped", self.message_id)
                 self._local.pop(subscriber, None)
         now = time.monotonic()
-        for channel, (sent, lease) in list(self._remote.items()):
+        for channel, (position, lease) in list(self._remote.items()):
             if lease < now:
                 del self._remote[channel]
                 continue
-            events, seq = self._after(int(sent))
+            events, seq = self._after(int(position))
             if not events:
                 continue
+            sent = True
             self._remote[channel][0] = seq
             message = {
                 "type": "run.events",
@@ -209,6 +218,7 @@ class RunStream:
             except Exception:
                 logger.warning("could not relay message %s to %s", self.message_id, channel)
                 del self._remote[channel]
+        return sent
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import re
@@ -27,6 +28,16 @@ _SIMPLE_TYPES: dict[Any, str] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _check_schema(schema: str) -> None:
+    """Raise SchemaError unless `schema` (JSON text) is a valid JSON Schema.
+
+    Remembered: the same schema comes back for every per-user tool, and checking one against
+    the metaschema takes milliseconds.
+    """
+    Draft202012Validator.check_schema(json.loads(schema))
+
+
 @dataclass(frozen=True)
 class Tool:
     """A callable the model may use, described by a JSON Schema for its keyword arguments."""
@@ -44,7 +55,7 @@ class Tool:
             )
         if self.parameters.get("type") != "object":
             raise ValueError(f"parameters of tool {self.name!r} must be a JSON Schema object")
-        Draft202012Validator.check_schema(self.parameters)
+        _check_schema(json.dumps(self.parameters, sort_keys=True))
         if not self.timeout > 0:
             raise ValueError(f"timeout of tool {self.name!r} must be positive")
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 from typing import Any
 
 from daphne.cli import CommandLineInterface
 from django.core.management.base import BaseCommand, CommandError
 
 from conversations import llm, local_model
+
+ASGI_APPLICATION = "chatsite.asgi:application"
 
 
 class Command(BaseCommand):
@@ -40,8 +44,14 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Model: {configured.model} at {configured.base_url or 'OpenAI'}")
         self.stdout.write(f"Serving on http://{host}:{port}/ (Ctrl+C to stop)")
+        # What a started server keeps for good (Django, the app, the SDK's types) is left out of
+        # garbage collection: every full collection walked it all, pausing every stream for up
+        # to 130 ms under load.
+        importlib.import_module(ASGI_APPLICATION.partition(":")[0])
+        gc.collect()
+        gc.freeze()
         try:
-            CommandLineInterface().run(["-b", host, "-p", str(port), "chatsite.asgi:application"])
+            CommandLineInterface().run(["-b", host, "-p", str(port), ASGI_APPLICATION])
         finally:
             if supervisor is not None:
                 local_model.set_supervisor(None)
