@@ -64,9 +64,14 @@ class Page:
         at = now_us()
         for message_id, status in ASSISTANT.findall(frame):
             self.message_id = self.message_id or message_id  # the new turn's frame
-            if message_id == self.message_id and status in ENDED:
+            if message_id != self.message_id:
+                continue
+            if self.answer is not None:
+                # A whole rendering of the answer (this project's snapshots and final frame;
+                # every frame, before it appended deltas).
+                self.answer.shown(frame, at)
+            if status in ENDED:
                 if self.answer is not None:
-                    self.answer.shown(frame, at)
                     self.answer.finished = True
                     if status != "complete":
                         self.answer.failed = f"answer {status}"

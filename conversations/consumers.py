@@ -32,6 +32,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         # The page's copy of each answer it follows, at the last event it has shown.
         self.answers: dict[int, AnswerDraft] = {}
+        self.shown_up_to = 0
         try:
             self.conversation = await services.aconversation_get(
                 user=self.scope["user"],
@@ -47,6 +48,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # last save follow, so a reload or a dropped connection loses and repeats nothing.
         messages = await services.amessage_list(conversation=self.conversation)
         await self.send(text_data=rendering.render_messages(messages))
+        # New turns are announced to every page; this one has shown every message up to here.
+        self.shown_up_to = max((message.pk for message in messages), default=0)
         for message in messages:
             if message.in_progress:
                 await self.follow(message)
@@ -94,9 +97,11 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def conversation_turn(self, event: dict[str, Any]) -> None:
         assert self.conversation is not None
-        answer_id = event["answer"]["id"]
-        if answer_id in self.answers:
-            return  # the page that sent the message already shows its turn
+        if event["answer"]["id"] <= self.shown_up_to:
+            # Shown already: by the page that sent it (this is the echo), or from the rows by a
+            # page that opened since.
+            return
+        self.shown_up_to = event["answer"]["id"]
         await self.send(text_data=event["html"])
         answer = AnswerDraft.from_state(event["answer"], seq=event["seq"])
         self.answers[answer.id] = answer

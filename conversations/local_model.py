@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import importlib.util
 import json
 import logging
@@ -198,7 +199,7 @@ def self_test(
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
         return
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         failure = error
     try:
         returncode = process.wait(timeout=5)
