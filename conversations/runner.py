@@ -22,7 +22,7 @@ import openai
 from django.conf import settings
 
 from . import llm, local_model
-from .live.draft import AnswerDraft
+from .live.draft import AnswerDraft, call_fields
 from .live.hub import RunStream, hub
 from .models import Message
 from .services import Saved, aanswer_save, alast_answer, aprovider_history
@@ -101,23 +101,7 @@ class Checkpoint:
         }
         calls = None
         if calls_version != self.saved_calls:
-            calls = [
-                {
-                    "step": call.step,
-                    "index": call.index,
-                    "call_id": call.call_id,
-                    "name": call.name,
-                    "text_offset": call.text_offset,
-                    "arguments": call.arguments,
-                    "parsed_arguments": call.parsed_arguments,
-                    "status": call.status,
-                    "output": call.output,
-                    "error": call.error,
-                    "started_at": call.started_at,
-                    "finished_at": call.finished_at,
-                }
-                for _, call in sorted(draft.calls.items())
-            ]
+            calls = [call_fields(call) for _, call in sorted(draft.calls.items())]
         saved = await aanswer_save(message_id=draft.id, fields=fields, calls=calls, final=final)
         if saved == Saved.SAVED:
             self.saved_seq, self.saved_calls = seq, calls_version

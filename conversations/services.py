@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
-from .live.draft import AnswerDraft
+from .live.draft import CALL_FIELDS, AnswerDraft, answer_state
 from .models import Conversation, Message, ToolCall
 from .streaming.events import ToolCallReady
 from .streaming.loop import assistant_tool_calls_message, tool_output_message
@@ -253,58 +253,13 @@ def answer_draft(message: Message) -> AnswerDraft:
 
     Reads the message's tool calls, which callers on the event loop prefetch.
     """
-    state = {
-        "id": message.pk,
-        "status": message.status,
-        "error": message.error,
-        "model": message.model,
-        "content": message.content,
-        "reasoning": message.reasoning,
-        "steps": message.steps,
-        "input_tokens": message.input_tokens,
-        "output_tokens": message.output_tokens,
-        "total_tokens": message.total_tokens,
-        "created_at": message.created_at.isoformat(),
-        "finished_at": message.finished_at.isoformat() if message.finished_at else None,
-        "tool_calls": [
-            {
-                "step": call.step,
-                "index": call.index,
-                "call_id": call.call_id,
-                "name": call.name,
-                "text_offset": call.text_offset,
-                "arguments": call.arguments,
-                "parsed_arguments": call.parsed_arguments,
-                "status": call.status,
-                "output": call.output,
-                "error": call.error,
-                "started_at": call.started_at.isoformat() if call.started_at else None,
-                "finished_at": call.finished_at.isoformat() if call.finished_at else None,
-            }
-            for call in message.tool_calls.all()
-        ],
-    }
-    return AnswerDraft.from_state(state, seq=message.seq)
+    return AnswerDraft.from_state(answer_state(message), seq=message.seq)
 
 
 class Saved(StrEnum):
     SAVED = "saved"
     STOP_REQUESTED = "stop_requested"
     GONE = "gone"
-
-
-CALL_FIELDS = [
-    "call_id",
-    "name",
-    "text_offset",
-    "arguments",
-    "parsed_arguments",
-    "status",
-    "output",
-    "error",
-    "started_at",
-    "finished_at",
-]
 
 
 def answer_save(
@@ -333,7 +288,7 @@ def answer_save(
                 [ToolCall(message_id=message_id, **call) for call in calls],
                 update_conflicts=True,
                 unique_fields=["message", "step", "index"],
-                update_fields=CALL_FIELDS,
+                update_fields=[name for name in CALL_FIELDS if name not in ("step", "index")],
             )
         if final:
             Conversation.objects.filter(messages=message_id).update(updated_at=now)

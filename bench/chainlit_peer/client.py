@@ -38,14 +38,11 @@ import aiohttp
 import socketio  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from upstream import TOKEN_PATTERN  # bench/upstream.py, stdlib only
+from tally import now_us, percentile  # bench/tally.py and upstream.py, stdlib only
+from upstream import TOKEN_PATTERN
 
 TOKEN = re.compile(TOKEN_PATTERN)
 LANGUAGE = "en-US"
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass
@@ -149,16 +146,6 @@ class Session:
             await self.sio.disconnect()
         if self.http is not None:
             await self.http.close()
-
-
-def percentile(ordered: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks, as numpy's default."""
-    if not ordered:
-        return None
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 async def run(

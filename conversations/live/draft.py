@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..streaming.events import Usage
 from ..streaming.partial_json import parse_partial_arguments
@@ -28,6 +28,9 @@ from .events import (
     TextAppended,
     UsageChanged,
 )
+
+if TYPE_CHECKING:
+    from ..models import Message
 
 IN_PROGRESS = frozenset({"queued", "streaming"})
 # A call that ended with one of these has an output the model saw.
@@ -99,6 +102,54 @@ def split_parts[C: PlacedCall](content: str, steps: Sequence[list[C]]) -> list[t
         offset = at
     parts.append((content[offset:], []))
     return parts
+
+
+# A tool call's fields, as a `ToolCall` row and a `CallDraft` both have them.
+CALL_FIELDS = (
+    "step",
+    "index",
+    "call_id",
+    "name",
+    "text_offset",
+    "arguments",
+    "parsed_arguments",
+    "status",
+    "output",
+    "error",
+    "started_at",
+    "finished_at",
+)
+
+
+def call_fields(call: object) -> dict[str, Any]:
+    """The call's fields, from a `CallDraft` or a `ToolCall` row."""
+    return {name: getattr(call, name) for name in CALL_FIELDS}
+
+
+def answer_state(answer: AnswerDraft | Message) -> dict[str, Any]:
+    """The whole answer as JSON-ready data (a snapshot's `message`), from a draft or a row."""
+    calls = []
+    for step in answer.tool_call_steps():
+        for call in step:
+            fields = call_fields(call)
+            for name in ("started_at", "finished_at"):
+                fields[name] = fields[name].isoformat() if fields[name] else None
+            calls.append(fields)
+    return {
+        "id": answer.id,
+        "status": answer.status,
+        "error": answer.error,
+        "model": answer.model,
+        "content": answer.content,
+        "reasoning": answer.reasoning,
+        "steps": answer.steps,
+        "input_tokens": answer.input_tokens,
+        "output_tokens": answer.output_tokens,
+        "total_tokens": answer.total_tokens,
+        "created_at": answer.created_at.isoformat(),
+        "finished_at": answer.finished_at.isoformat() if answer.finished_at else None,
+        "tool_calls": calls,
+    }
 
 
 class AnswerDraft:
@@ -331,37 +382,7 @@ class AnswerDraft:
     # The whole answer at once, for a subscriber that is too far behind, and back.
 
     def state(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "error": self.error,
-            "model": self.model,
-            "content": self.content,
-            "reasoning": self.reasoning,
-            "steps": self.steps,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-            "created_at": self.created_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "tool_calls": [
-                {
-                    "step": call.step,
-                    "index": call.index,
-                    "call_id": call.call_id,
-                    "name": call.name,
-                    "text_offset": call.text_offset,
-                    "arguments": call.arguments,
-                    "parsed_arguments": call.parsed_arguments,
-                    "status": call.status,
-                    "output": call.output,
-                    "error": call.error,
-                    "started_at": call.started_at.isoformat() if call.started_at else None,
-                    "finished_at": call.finished_at.isoformat() if call.finished_at else None,
-                }
-                for _, call in sorted(self.calls.items())
-            ],
-        }
+        return answer_state(self)
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.seq, self.state())
@@ -389,22 +410,9 @@ class AnswerDraft:
         self.finished_at = parse_time(state["finished_at"])
         self.calls = {}
         for data in state["tool_calls"]:
-            call = CallDraft(
-                self.id,
-                data["step"],
-                data["index"],
-                data["call_id"],
-                data["name"],
-                data["text_offset"],
-            )
-            self.calls[(call.step, call.index)] = replace(
-                call,
-                arguments=data["arguments"],
-                parsed_arguments=data["parsed_arguments"],
-                status=data["status"],
-                output=data["output"],
-                error=data["error"],
-                started_at=parse_time(data["started_at"]),
-                finished_at=parse_time(data["finished_at"]),
-            )
+            fields = {name: data[name] for name in CALL_FIELDS}
+            fields["started_at"] = parse_time(fields["started_at"])
+            fields["finished_at"] = parse_time(fields["finished_at"])
+            call = CallDraft(message_id=self.id, **fields)
+            self.calls[(call.step, call.index)] = call
         self.calls_version += 1
