@@ -114,6 +114,8 @@ CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "pubsub").strip().lower()
 if CHANNEL_LAYER not in {"core", "pubsub"}:
     raise ImproperlyConfigured("CHANNEL_LAYER must be core or pubsub.")
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
+# Names the layer's keys and pub/sub channels, so apps (or test runs) sharing a Redis stay apart.
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "asgi")
 if REDIS_URL:
     redis_host = {
         "address": REDIS_URL,
@@ -128,14 +130,19 @@ if REDIS_URL:
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [redis_host]},
+                "CONFIG": {"hosts": [redis_host], "prefix": REDIS_PREFIX},
             }
         }
     else:
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [redis_host], "capacity": 1500, "expiry": 30},
+                "CONFIG": {
+                    "hosts": [redis_host],
+                    "prefix": REDIS_PREFIX,
+                    "capacity": 1500,
+                    "expiry": 30,
+                },
             }
         }
 else:

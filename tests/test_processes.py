@@ -49,6 +49,7 @@ def two_processes(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str
         "SECRET_KEY": settings.SECRET_KEY,
         "DATABASE_URL": database_url(),
         "REDIS_URL": os.environ["REDIS_URL"],
+        "REDIS_PREFIX": settings.REDIS_PREFIX,
         "OPENAI_BASE_URL": fake_openai.base_url,
         "OPENAI_API_KEY": "test-key",
         "LLM_MODEL": "fake-model",
