@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 
-from .live.draft import split_parts
+from .live.draft import group_by_step, split_parts
 
 
 class Conversation(models.Model):
@@ -87,10 +87,7 @@ class Message(models.Model):
 
     def tool_call_steps(self) -> list[list[ToolCall]]:
         """The tool calls grouped by the model call (step) that made them, in order."""
-        steps: dict[int, list[ToolCall]] = {}
-        for call in self.tool_calls.all():
-            steps.setdefault(call.step, []).append(call)
-        return [steps[step] for step in sorted(steps)]
+        return group_by_step(self.tool_calls.all())
 
     def parts(self) -> list[tuple[str, list[ToolCall]]]:
         """The text split where the model made tool calls: [(text, calls made after it), ...]."""

@@ -8,7 +8,7 @@ both hold the same answer at the same `seq`. Plain Python: no Django, no databas
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -89,7 +89,18 @@ class CallDraft:
 
 class PlacedCall(Protocol):
     @property
+    def step(self) -> int: ...
+
+    @property
     def text_offset(self) -> int: ...
+
+
+def group_by_step[C: PlacedCall](calls: Iterable[C]) -> list[list[C]]:
+    """Tool calls, in (step, index) order, grouped by the model call (step) that made them."""
+    steps: dict[int, list[C]] = {}
+    for call in calls:
+        steps.setdefault(call.step, []).append(call)
+    return list(steps.values())
 
 
 def split_parts[C: PlacedCall](content: str, steps: Sequence[list[C]]) -> list[tuple[str, list[C]]]:
@@ -217,10 +228,7 @@ class AnswerDraft:
         return self.finished_at - self.created_at
 
     def tool_call_steps(self) -> list[list[CallDraft]]:
-        steps: dict[int, list[CallDraft]] = {}
-        for key in sorted(self.calls):
-            steps.setdefault(key[0], []).append(self.calls[key])
-        return [steps[step] for step in sorted(steps)]
+        return group_by_step(call for _, call in sorted(self.calls.items()))
 
     def parts(self) -> list[tuple[str, list[CallDraft]]]:
         return split_parts(self.content, self.tool_call_steps())
