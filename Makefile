@@ -32,6 +32,7 @@ $(SECRET_FILE):
 
 run: install $(SECRET_FILE)
 	$(WITH_SECRET) $(VENV)/python manage.py migrate --noinput
+	$(WITH_SECRET) $(VENV)/python manage.py collectstatic --noinput --verbosity 0
 	$(WITH_SECRET) exec $(VENV)/python manage.py serve --host $(HOST) --port $(PORT)
 
 # Debian's Chromium drives the browser test; Playwright cannot download browsers here.
