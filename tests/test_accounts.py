@@ -1,4 +1,4 @@
-"""Accounts: who may sign up, the first admin, failed-login lockouts, and forms fed bad text."""
+"""Accounts: who may sign up, the first admin, and lockouts after failed logins."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from django.test import Client
 from django.urls import reverse
 
 from conversations import services
-from conversations.models import Conversation
 
 pytestmark = pytest.mark.django_db
 
@@ -49,17 +48,6 @@ def test_closed_sign_up_creates_no_account(settings: Any) -> None:
     assert b"admin creates accounts" in page.content
     assert refused.status_code == 403
     assert not User.objects.exists()
-
-
-def test_open_sign_up_makes_only_the_first_account_an_admin(settings: Any) -> None:
-    settings.SIGNUP = "open"
-    for name in ("first", "second", "third"):
-        assert sign_up(name).status_code == 302
-    assert list(User.objects.order_by("pk").values_list("is_superuser", "is_staff")) == [
-        (True, True),
-        (False, False),
-        (False, False),
-    ]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -138,74 +126,3 @@ def test_too_many_failed_logins_from_one_address_lock_it(user: User, settings: A
 
     assert locked.status_code == 429
     assert elsewhere.status_code == 302
-
-
-def test_a_successful_login_resets_the_count(user: User, settings: Any) -> None:
-    settings.AXES_FAILURE_LIMIT = 3
-    client = Client()
-    for _ in range(2):
-        client.post(reverse("login"), {"username": "alice", "password": "wrong"})
-    assert (
-        client.post(
-            reverse("login"), {"username": "alice", "password": "a-long-password-1"}
-        ).status_code
-        == 302
-    )
-    client.logout()
-    for _ in range(2):
-        client.post(reverse("login"), {"username": "alice", "password": "wrong"})
-    assert (
-        client.post(
-            reverse("login"), {"username": "alice", "password": "a-long-password-1"}
-        ).status_code
-        == 302
-    )
-
-
-# Raw bodies: Django's test client cannot encode a lone surrogate, and a browser would send
-# its UTF-8-like bytes (ED A0 80) percent-encoded.
-BAD_VALUES = ["bad%ED%A0%80", "nul%00inside", "%ED%B3%BF", "%FF%FE"]
-
-
-@pytest.mark.parametrize("value", BAD_VALUES)
-def test_sign_up_with_bad_text_is_a_form_error(value: str, settings: Any) -> None:
-    settings.SIGNUP = "open"
-    response = Client().post(
-        reverse("signup"),
-        f"username={value}&password1={value}x9q&password2={value}x9q",
-        content_type="application/x-www-form-urlencoded",
-    )
-    assert response.status_code in (200, 302)
-    if response.status_code == 200:
-        assert b"errorlist" in response.content
-    for user in User.objects.all():
-        assert "\x00" not in user.username
-        user.username.encode("utf-8")
-
-
-@pytest.mark.parametrize("value", BAD_VALUES)
-@pytest.mark.parametrize("login_url", ["login", "admin:login"])
-def test_login_with_bad_text_is_a_form_error(user: User, value: str, login_url: str) -> None:
-    response = Client().post(
-        reverse(login_url),
-        f"username={value}&password={value}",
-        content_type="application/x-www-form-urlencoded",
-    )
-    assert response.status_code == 200
-    assert b"errorlist" in response.content or b"errornote" in response.content
-
-
-@pytest.mark.parametrize("value", BAD_VALUES)
-def test_choosing_a_model_with_bad_text_is_refused(user: User, value: str) -> None:
-    conversation = Conversation.objects.create(owner=user, model="m", api_style="responses")
-    client = Client()
-    client.force_login(user)
-    response = client.post(
-        reverse("conversation-configure", args=[conversation.pk]),
-        f"model={value}&api_style={value}",
-        content_type="application/x-www-form-urlencoded",
-        follow=True,
-    )
-    assert response.status_code == 200
-    conversation.refresh_from_db()
-    assert (conversation.model, conversation.api_style) == ("m", "responses")

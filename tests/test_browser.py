@@ -69,7 +69,9 @@ def test_a_message_streams_back_with_a_tool_card(
                   window.cspViolations.push(event.violatedDirective + ' ' + event.blockedURI);
                 });"""
             )
-            page.goto(f"{daphne_server}/signup/")
+            signup = page.goto(f"{daphne_server}/signup/")
+            assert signup is not None
+            assert "script-src 'self' 'nonce-" in signup.headers["content-security-policy"]
             page.fill("#id_username", "walter")
             page.fill("#id_password1", "a-browser-password-1")
             page.fill("#id_password2", "a-browser-password-1")
