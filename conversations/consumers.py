@@ -8,7 +8,7 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import rendering, runner, services
+from . import limits, rendering, runner, services
 from .live.draft import AnswerDraft, SequenceGap
 from .live.events import Event, event_from_dict
 from .live.hub import hub
@@ -16,7 +16,9 @@ from .models import Conversation, Message
 
 logger = logging.getLogger(__name__)
 
-# Close code for "no such conversation"; the same for someone else's.
+# Close code for "no such conversation"; the same for someone else's. The socket is accepted
+# first and then closed with it: refused at the handshake, the page would see only 1006 and
+# htmx would reconnect for ever.
 NOT_FOUND = 4404
 
 
@@ -39,7 +41,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 conversation_id=int(self.scope["url_route"]["kwargs"]["conversation_id"]),
             )
         except Conversation.DoesNotExist:
-            await self.close(code=NOT_FOUND)
+            await self.accept()
+            await self.close(code=NOT_FOUND, reason="No such conversation.")
             return
         self.group = conversation_group(self.conversation.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -60,7 +63,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        assert self.conversation is not None
+        if self.conversation is None:
+            return  # Closed with NOT_FOUND; a frame sent before the close arrived is ignored.
         try:
             frame = parse_frame(text_data)
             if frame.get("action") == "stop":
@@ -73,7 +77,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             user_message, assistant_message = await services.aturn_start(
                 conversation=self.conversation, text=frame.get("message")
             )
-        except services.ChatInputError as error:
+        except (services.ChatInputError, limits.LimitReached) as error:
             await self.send(text_data=rendering.render_chat_error(str(error)))
             return
         await self.send(text_data=rendering.render_composer())
@@ -173,7 +177,7 @@ def parse_frame(text_data: str | None) -> dict[str, Any]:
         raise services.ChatInputError('Send text frames with JSON, such as {"message": "Hi"}.')
     try:
         frame = json.loads(text_data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise services.ChatInputError(
             'That frame was not JSON; send {"message": "..."} or {"action": "stop"}.'
         ) from None

@@ -9,10 +9,11 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from .limits import LimitReached, message_rate_take
 from .live.draft import CALL_FIELDS, AnswerDraft, answer_state
 from .models import Conversation, Message, ToolCall
 from .streaming.events import ToolCallReady
@@ -27,12 +28,43 @@ class ChatInputError(Exception):
     """Input the user can fix; the message is shown to them as is."""
 
 
+class SignupClosed(Exception):
+    """Sign-up is not open (the SIGNUP setting); the message says who creates accounts."""
+
+
+def signup_open() -> bool:
+    """Whether the sign-up page offers its form (the decision itself is user_create's)."""
+    if settings.SIGNUP == "open":
+        return True
+    return settings.SIGNUP == "first-user-only" and not User.objects.exists()
+
+
 def user_create(*, username: str, password: str) -> User:
-    """Create an account; the first account on the site becomes a superuser."""
+    """Create an account; the first account on the site becomes a superuser.
+
+    Exactly one account is first, however many sign up at once: on PostgreSQL the user table is
+    locked against other inserts until the decision commits; on SQLite the insert itself takes
+    the database's write lock, so the second sign-up's check sees the first. With SIGNUP
+    "first-user-only" every later sign-up raises SignupClosed; "closed" refuses them all.
+    """
+    if settings.SIGNUP == "closed":
+        raise SignupClosed(CLOSED_MESSAGE)
     with transaction.atomic():
-        if not User.objects.exists():
-            return User.objects.create_superuser(username=username, password=password)
-        return User.objects.create_user(username=username, password=password)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                table = connection.ops.quote_name(User._meta.db_table)
+                cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+        user = User.objects.create_user(username=username, password=password)
+        if User.objects.exclude(pk=user.pk).exists():
+            if settings.SIGNUP == "first-user-only":
+                raise SignupClosed(CLOSED_MESSAGE)
+            return user
+        user.is_staff = user.is_superuser = True
+        user.save(update_fields=["is_staff", "is_superuser"])
+        return user
+
+
+CLOSED_MESSAGE = "Sign-up is closed: the site's admin creates accounts."
 
 
 def conversation_list(*, user: User) -> QuerySet[Conversation]:
@@ -135,6 +167,15 @@ def mark_stale_runs_interrupted(*, conversation: Conversation) -> int:
 def check_message_text(text: object) -> str:
     if not isinstance(text, str):
         raise ChatInputError("The message must be text.")
+    if "\x00" in text:
+        raise ChatInputError("The message contains a NUL character (\\u0000); remove it.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON's "\ud800" escapes decode to half a UTF-16 pair, which is no character at all.
+        raise ChatInputError(
+            "The message contains a lone UTF-16 surrogate (such as \\ud800), which is not text."
+        ) from None
     text = text.strip()
     if not text:
         raise ChatInputError("Type a message first.")
@@ -147,10 +188,15 @@ def check_message_text(text: object) -> str:
 
 
 def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Message]:
-    """Store the user's message and an empty streaming assistant message for the answer."""
+    """Store the user's message and an empty streaming assistant message for the answer.
+
+    Raises ChatInputError for text that cannot be stored, and LimitReached past the user's
+    messages per minute or answers at once.
+    """
     from .llm import api_style_choices, model_choices
 
     text = check_message_text(text)
+    message_rate_take(user_id=conversation.owner_id)
     # Asked before the lock is taken: the model list may come from the model server.
     models = model_choices()
     styles = api_style_choices()
@@ -159,6 +205,7 @@ def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Me
     with transaction.atomic():
         # Lock the conversation row so two tabs cannot start two runs at once; it also holds
         # the model and API style chosen since the socket opened.
+        check_concurrent_answers(user_id=conversation.owner_id)
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if locked.messages.filter(status__in=Message.IN_PROGRESS).exists():
             raise ChatInputError("An answer is still being written: wait for it or press Stop.")
@@ -186,6 +233,29 @@ def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Me
 
 
 aturn_start = sync_to_async(turn_start)
+
+
+def check_concurrent_answers(*, user_id: int) -> None:
+    """Raise LimitReached when the user already has CHAT_CONCURRENT_ANSWERS answers running.
+
+    Called in turn_start's transaction: the user's row is locked, so two conversations starting
+    at once (in any processes) are counted one after the other. Runs whose process died (an old
+    heartbeat) do not count.
+    """
+    limit = settings.CHAT_CONCURRENT_ANSWERS
+    if limit <= 0:
+        return
+    list(User.objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
+    running = Message.objects.filter(
+        conversation__owner_id=user_id,
+        status__in=Message.IN_PROGRESS,
+        heartbeat_at__gte=timezone.now() - STALE_RUN_AFTER,
+    ).count()
+    if running >= limit:
+        raise LimitReached(
+            f"{running} of your answers are being written, the most at once: "
+            "send this when one has finished (or press Stop on one)."
+        )
 
 
 def stop_request(*, conversation: Conversation) -> int:

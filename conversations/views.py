@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -23,14 +27,53 @@ class SignedInRequest(HttpRequest):
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("conversation-list")
+    if not services.signup_open():
+        return signup_closed(request)
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = services.user_create(
-            username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
-        )
+        try:
+            user = services.user_create(
+                username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
+            )
+        except services.SignupClosed:
+            # Someone else became the first account a moment ago.
+            return signup_closed(request)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("conversation-list")
     return render(request, "registration/signup.html", {"form": form})
+
+
+def signup_closed(request: HttpRequest) -> HttpResponse:
+    status = 403 if request.method == "POST" else 200
+    return render(
+        request,
+        "registration/signup.html",
+        {"closed": services.CLOSED_MESSAGE},
+        status=status,
+    )
+
+
+def login_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: Any
+) -> HttpResponse:
+    """django-axes' answer to a login for an account or address with too many failures."""
+    cooloff = settings.AXES_COOLOFF_TIME
+    minutes = math.ceil(cooloff.total_seconds() / 60)
+    response = render(
+        request,
+        "registration/locked_out.html",
+        {"minutes": minutes, "failure_limit": settings.AXES_FAILURE_LIMIT},
+        status=429,
+    )
+    response["Retry-After"] = str(int(cooloff.total_seconds()))
+    return response
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The address failed logins are counted against (CLIENT_IP_HEADER behind a proxy)."""
+    forwarded = request.META.get(settings.CLIENT_IP_HEADER, "") if settings.CLIENT_IP_HEADER else ""
+    # A proxy that appends to X-Forwarded-For puts the address it saw last.
+    return str(forwarded.split(",")[-1].strip() or request.META.get("REMOTE_ADDR", ""))
 
 
 @require_GET

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
 
 ORIGIN = (b"origin", b"http://localhost")
+HOST = (b"host", b"localhost")
 
 
 @pytest.fixture
@@ -68,9 +70,13 @@ async def connect() -> AsyncIterator[Connect]:
     opened: list[WebsocketCommunicator] = []
 
     async def open_socket(
-        conversation: Conversation, user: User | None, *, origin: bytes = ORIGIN[1]
+        conversation: Conversation,
+        user: User | None,
+        *,
+        origin: bytes = ORIGIN[1],
+        host: bytes = HOST[1],
     ) -> WebsocketCommunicator:
-        headers = [(b"origin", origin)]
+        headers = [(b"origin", origin), (b"host", host)]
         if user is not None:
             headers.append((b"cookie", await sync_to_async(session_cookie)(user)))
         communicator = WebsocketCommunicator(
@@ -83,6 +89,28 @@ async def connect() -> AsyncIterator[Connect]:
     await runner.wait_for_local_runs()
     for communicator in opened:
         await communicator.disconnect()
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test counts messages and failed logins from zero, also in a Redis shared by runs."""
+    uses_django = request.node.get_closest_marker("django_db") is not None or bool(
+        {"db", "transactional_db", "client", "admin_client", "settings"} & set(request.fixturenames)
+    )
+    if not uses_django:
+        yield
+        return
+    from axes.handlers.proxy import AxesProxyHandler
+
+    settings = request.getfixturevalue("settings")
+    settings.CACHES = {
+        name: {**config, "KEY_PREFIX": f"{config.get('KEY_PREFIX', '')}test-{uuid.uuid4().hex}"}
+        for name, config in settings.CACHES.items()
+    }
+    # django-axes keeps its handler, and the cache it holds, for good.
+    AxesProxyHandler.implementation = None
+    yield
+    AxesProxyHandler.implementation = None
 
 
 @pytest.fixture(autouse=True)

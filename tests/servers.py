@@ -32,14 +32,22 @@ def migrate(env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def daphne(env: dict[str, str], *, log: Path | None = None) -> Iterator[str]:
-    """Daphne serving the project with `env` added to the environment; its base URL."""
+def daphne(env: dict[str, str], *, log: Path | None = None, serve: bool = False) -> Iterator[str]:
+    """Daphne serving the project with `env` added to the environment; its base URL.
+
+    With `serve`, started as `make run` does, through `manage.py serve`.
+    """
     port = free_port()
     executable = shutil.which("daphne", path=str(Path(sys.executable).parent))
     assert executable, "daphne is installed with the project"
     output = log.open("wb") if log else subprocess.DEVNULL
+    command = (
+        [sys.executable, "manage.py", "serve", "--port", str(port)]
+        if serve
+        else [executable, "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
+    )
     server = subprocess.Popen(
-        [executable, "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+        command,
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=output,

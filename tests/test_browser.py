@@ -60,7 +60,18 @@ def test_a_message_streams_back_with_a_tool_card(
         )
         try:
             page = browser.new_page()
-            page.goto(f"{daphne_server}/signup/")
+            # Whatever the Content-Security-Policy blocks, as the console and the page see it.
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
+            page.add_init_script(
+                """window.cspViolations = [];
+                document.addEventListener('securitypolicyviolation', (event) => {
+                  window.cspViolations.push(event.violatedDirective + ' ' + event.blockedURI);
+                });"""
+            )
+            signup = page.goto(f"{daphne_server}/signup/")
+            assert signup is not None
+            assert "script-src 'self' 'nonce-" in signup.headers["content-security-policy"]
             page.fill("#id_username", "walter")
             page.fill("#id_password1", "a-browser-password-1")
             page.fill("#id_password2", "a-browser-password-1")
@@ -92,5 +103,7 @@ def test_a_message_streams_back_with_a_tool_card(
             assert len(partial) >= 3, f"expected the answer in several steps, saw {seen}"
             # The composer was cleared for the next message.
             expect(page.locator("textarea[name=message]")).to_have_value("")
+            assert page.evaluate("window.cspViolations") == []
+            assert not [line for line in console if "Content Security Policy" in line], console
         finally:
             browser.close()

@@ -89,7 +89,8 @@ async def open_page(user: User) -> AsyncIterator[Any]:
     async def open_page(server: str, conversation: Conversation) -> Page:
         socket = await connect(
             f"ws{server.removeprefix('http')}/ws/conversations/{conversation.pk}/",
-            additional_headers={"Cookie": cookie, "Origin": "http://localhost"},
+            # The page's origin is the server's: sockets from another port are refused.
+            additional_headers={"Cookie": cookie, "Origin": server},
         )
         opened.append(socket)
         page = Page(socket)

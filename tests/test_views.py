@@ -20,7 +20,8 @@ def signed_in(user: User) -> Client:
     return client
 
 
-def test_first_account_is_a_superuser_and_later_ones_are_not(client: Client) -> None:
+def test_first_account_is_a_superuser_and_later_ones_are_not(client: Client, settings: Any) -> None:
+    settings.SIGNUP = "open"
     for name in ("first", "second"):
         response = Client().post(
             reverse("signup"),

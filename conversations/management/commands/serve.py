@@ -8,11 +8,35 @@ import importlib
 from typing import Any
 
 from daphne.cli import CommandLineInterface
+from daphne.server import Server
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from conversations import llm, local_model
 
 ASGI_APPLICATION = "chatsite.asgi:application"
+
+
+class ClosingServer(Server):  # type: ignore[misc]
+    """Daphne, closing a socket that breaks a limit with a close frame the client can read.
+
+    autobahn's default (failByDrop) drops the TCP connection instead, so a too-big message got
+    no answer at all; now it gets 1009 "message too big" with the limit in the reason.
+    """
+
+    @property
+    def ws_factory(self) -> Any:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: Any) -> None:
+        # Daphne sets its own options right after making the factory; this one it leaves alone.
+        factory.setProtocolOptions(failByDrop=False)
+        self._ws_factory = factory
+
+
+class Daphne(CommandLineInterface):  # type: ignore[misc]
+    server_class = ClosingServer
 
 
 class Command(BaseCommand):
@@ -51,7 +75,19 @@ class Command(BaseCommand):
         gc.collect()
         gc.freeze()
         try:
-            CommandLineInterface().run(["-b", host, "-p", str(port), ASGI_APPLICATION])
+            Daphne().run(
+                [
+                    "-b",
+                    host,
+                    "-p",
+                    str(port),
+                    "--websocket-max-message-size",
+                    str(settings.DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE),
+                    "--websocket-max-frame-size",
+                    str(settings.DAPHNE_WEBSOCKET_MAX_FRAME_SIZE),
+                    ASGI_APPLICATION,
+                ]
+            )
         finally:
             if supervisor is not None:
                 local_model.set_supervisor(None)
