@@ -229,6 +229,8 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
+# No banner on every manage.py command; failed logins still go to the log.
+AXES_VERBOSE = False
 AXES_LOCKOUT_CALLABLE = "conversations.views.login_locked_out"
 AXES_CLIENT_IP_CALLABLE = "conversations.views.client_ip"
 # Behind a proxy, the request header (as in request.META) that holds the client's address, such
