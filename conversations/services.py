@@ -7,7 +7,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
@@ -67,7 +67,7 @@ def conversation_get(*, user: User | AnonymousUser, conversation_id: int) -> Con
     return Conversation.objects.get(pk=conversation_id, owner=user)
 
 
-aconversation_get = sync_to_async(conversation_get)
+aconversation_get = database_sync_to_async(conversation_get)
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
@@ -84,7 +84,7 @@ def ordered_calls() -> Prefetch[Any]:
     return Prefetch("tool_calls", queryset=ToolCall.objects.order_by("step", "index"))
 
 
-amessage_list = sync_to_async(message_list)
+amessage_list = database_sync_to_async(message_list)
 
 
 def message_get(*, conversation_id: int, message_id: int) -> Message:
@@ -95,7 +95,7 @@ def message_get(*, conversation_id: int, message_id: int) -> Message:
     )
 
 
-amessage_get = sync_to_async(message_get)
+amessage_get = database_sync_to_async(message_get)
 
 
 def usage_total(messages: list[Message]) -> dict[str, int]:
@@ -145,7 +145,7 @@ def runs_end(
     return list(Message.objects.filter(pk__in=ended).prefetch_related(ordered_calls()))
 
 
-aruns_end = sync_to_async(runs_end)
+aruns_end = database_sync_to_async(runs_end)
 
 
 def check_message_text(text: object) -> str:
@@ -201,7 +201,7 @@ def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Me
     return user_message, assistant_message
 
 
-aturn_start = sync_to_async(turn_start)
+aturn_start = database_sync_to_async(turn_start)
 
 
 def stop_request(*, conversation: Conversation) -> list[int]:
@@ -216,7 +216,7 @@ def stop_request(*, conversation: Conversation) -> list[int]:
     return message_ids
 
 
-astop_request = sync_to_async(stop_request)
+astop_request = database_sync_to_async(stop_request)
 
 
 def last_answer(*, conversation: Conversation, before: Message) -> Message | None:
@@ -229,7 +229,7 @@ def last_answer(*, conversation: Conversation, before: Message) -> Message | Non
     )
 
 
-alast_answer = sync_to_async(last_answer)
+alast_answer = database_sync_to_async(last_answer)
 
 
 def provider_history(*, conversation: Conversation, before: Message) -> list[dict[str, Any]]:
@@ -264,7 +264,7 @@ def provider_history(*, conversation: Conversation, before: Message) -> list[dic
     return history
 
 
-aprovider_history = sync_to_async(provider_history)
+aprovider_history = database_sync_to_async(provider_history)
 
 
 def answer_draft(message: Message) -> AnswerDraft:
@@ -318,4 +318,4 @@ def answer_save(
     return Saved.SAVED
 
 
-aanswer_save = sync_to_async(answer_save)
+aanswer_save = database_sync_to_async(answer_save)
