@@ -34,6 +34,15 @@ def migrate(env: dict[str, str]) -> None:
 @contextlib.contextmanager
 def daphne(env: dict[str, str], *, log: Path | None = None) -> Iterator[str]:
     """Daphne serving the project with `env` added to the environment; its base URL."""
+    with daphne_process(env, log=log) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def daphne_process(
+    env: dict[str, str], *, log: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Daphne as `daphne` starts it; its base URL and its process (to kill it)."""
     port = free_port()
     executable = shutil.which("daphne", path=str(Path(sys.executable).parent))
     assert executable, "daphne is installed with the project"
@@ -55,7 +64,7 @@ def daphne(env: dict[str, str], *, log: Path | None = None) -> Iterator[str]:
                 assert server.poll() is None, f"Daphne exited with {server.returncode}"
                 assert time.monotonic() < deadline, "Daphne did not start"
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.terminate()
         server.wait(timeout=10)
