@@ -9,9 +9,9 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import rendering, runner, services
+from .live import sweeper
 from .live.draft import AnswerDraft, SequenceGap
 from .live.events import Event, event_from_dict
-from .live import sweeper
 from .live.hub import conversation_group, hub
 from .models import Conversation, Message
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Coroutine
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -21,6 +21,14 @@ from .streaming.loop import assistant_tool_calls_message, tool_output_message
 
 TITLE_LENGTH = 60
 INTERRUPTED_ERROR = "The server stopped while this answer was being written."
+
+
+def database_async[**P, R](function: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """`function` for async code: run in the database thread, with the connections that broke or
+    outlived DATABASE_CONN_MAX_AGE closed before and after (channels' `database_sync_to_async`,
+    typed). Consumers and runs live for minutes; Django closes stale connections only around
+    requests."""
+    return cast(Callable[P, Coroutine[Any, Any, R]], database_sync_to_async(function))
 
 
 class ChatInputError(Exception):
@@ -67,7 +75,7 @@ def conversation_get(*, user: User | AnonymousUser, conversation_id: int) -> Con
     return Conversation.objects.get(pk=conversation_id, owner=user)
 
 
-aconversation_get = database_sync_to_async(conversation_get)
+aconversation_get = database_async(conversation_get)
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
@@ -77,14 +85,16 @@ def conversation_delete(*, conversation: Conversation) -> None:
 
 def message_list(*, conversation: Conversation) -> list[Message]:
     """Every message of the conversation with its tool calls, oldest first."""
-    return list(conversation.messages.order_by("created_at", "id").prefetch_related(ordered_calls()))
+    return list(
+        conversation.messages.order_by("created_at", "id").prefetch_related(ordered_calls())
+    )
 
 
 def ordered_calls() -> Prefetch[Any]:
     return Prefetch("tool_calls", queryset=ToolCall.objects.order_by("step", "index"))
 
 
-amessage_list = database_sync_to_async(message_list)
+amessage_list = database_async(message_list)
 
 
 def message_get(*, conversation_id: int, message_id: int) -> Message:
@@ -95,7 +105,7 @@ def message_get(*, conversation_id: int, message_id: int) -> Message:
     )
 
 
-amessage_get = database_sync_to_async(message_get)
+amessage_get = database_async(message_get)
 
 
 def usage_total(messages: list[Message]) -> dict[str, int]:
@@ -145,7 +155,7 @@ def runs_end(
     return list(Message.objects.filter(pk__in=ended).prefetch_related(ordered_calls()))
 
 
-aruns_end = database_sync_to_async(runs_end)
+aruns_end = database_async(runs_end)
 
 
 def check_message_text(text: object) -> str:
@@ -201,7 +211,7 @@ def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Me
     return user_message, assistant_message
 
 
-aturn_start = database_sync_to_async(turn_start)
+aturn_start = database_async(turn_start)
 
 
 def stop_request(*, conversation: Conversation) -> list[int]:
@@ -216,7 +226,7 @@ def stop_request(*, conversation: Conversation) -> list[int]:
     return message_ids
 
 
-astop_request = database_sync_to_async(stop_request)
+astop_request = database_async(stop_request)
 
 
 def last_answer(*, conversation: Conversation, before: Message) -> Message | None:
@@ -229,7 +239,7 @@ def last_answer(*, conversation: Conversation, before: Message) -> Message | Non
     )
 
 
-alast_answer = database_sync_to_async(last_answer)
+alast_answer = database_async(last_answer)
 
 
 def provider_history(*, conversation: Conversation, before: Message) -> list[dict[str, Any]]:
@@ -264,7 +274,7 @@ def provider_history(*, conversation: Conversation, before: Message) -> list[dic
     return history
 
 
-aprovider_history = database_sync_to_async(provider_history)
+aprovider_history = database_async(provider_history)
 
 
 def answer_draft(message: Message) -> AnswerDraft:
@@ -318,4 +328,4 @@ def answer_save(
     return Saved.SAVED
 
 
-aanswer_save = database_sync_to_async(answer_save)
+aanswer_save = database_async(answer_save)

@@ -251,7 +251,7 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         self._follows: dict[tuple[int, Subscriber], RemoteFollow] = {}
         self._renewer: asyncio.Task[None] | None = None
-        # Stops waiting for replies: token -> (answers no hub has claimed yet, set when none is left)
+        # Stops awaiting replies: token -> (answers no hub claimed yet, set once none is left)
         self._stops: dict[str, tuple[set[int], asyncio.Event]] = {}
 
     # Producing: the runner's side.
