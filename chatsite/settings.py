@@ -306,6 +306,18 @@ CHAT_MESSAGE_MAX_LENGTH = 20_000
 # How often a running answer's progress is saved to the database. Pages get its events as they
 # happen; the rows are the record for reloads and for a process that dies.
 CHAT_CHECKPOINT_INTERVAL = float(os.environ.get("CHAT_CHECKPOINT_INTERVAL", "1.0"))
+# A running answer saves at least this often, even with nothing new, to show its process is
+# alive; one whose last save is older than CHAT_RUN_STALE_AFTER belongs to a process that died,
+# and every process looks for those every CHAT_SWEEP_INTERVAL seconds (0: never) and marks them
+# interrupted.
+CHAT_HEARTBEAT_INTERVAL = float(os.environ.get("CHAT_HEARTBEAT_INTERVAL", "10"))
+CHAT_RUN_STALE_AFTER = float(os.environ.get("CHAT_RUN_STALE_AFTER", "30"))
+CHAT_SWEEP_INTERVAL = float(os.environ.get("CHAT_SWEEP_INTERVAL", "2"))
+if CHAT_RUN_STALE_AFTER <= CHAT_HEARTBEAT_INTERVAL + CHAT_CHECKPOINT_INTERVAL:
+    raise ImproperlyConfigured(
+        "CHAT_RUN_STALE_AFTER must be longer than CHAT_HEARTBEAT_INTERVAL plus "
+        "CHAT_CHECKPOINT_INTERVAL, or live answers would be marked interrupted."
+    )
 
 # Serve static files straight from the apps and static/ (no collectstatic step needed).
 WHITENOISE_USE_FINDERS = True

@@ -9,9 +9,10 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import limits, rendering, runner, services
+from .live import sweeper
 from .live.draft import AnswerDraft, SequenceGap
 from .live.events import Event, event_from_dict
-from .live.hub import hub
+from .live.hub import conversation_group, hub
 from .models import Conversation, Message
 
 logger = logging.getLogger(__name__)
@@ -20,11 +21,6 @@ logger = logging.getLogger(__name__)
 # first and then closed with it: refused at the handshake, the page would see only 1006 and
 # htmx would reconnect for ever.
 NOT_FOUND = 4404
-
-
-def conversation_group(conversation_id: int) -> str:
-    """The conversation's open pages, told of each new turn."""
-    return f"conversation-{conversation_id}"
 
 
 class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -47,6 +43,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.group = conversation_group(self.conversation.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        # An answer whose process died shows as interrupted, here and on the other pages.
+        await sweeper.sweep(conversation_id=self.conversation.pk)
         # A snapshot on every (re)connect from the rows; a running answer's events since its
         # last save follow, so a reload or a dropped connection loses and repeats nothing.
         messages = await services.amessage_list(conversation=self.conversation)
@@ -68,12 +66,13 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             frame = parse_frame(text_data)
             if frame.get("action") == "stop":
-                await services.astop_request(conversation=self.conversation)
-                await hub().stop(self.conversation.pk)
+                await sweeper.stop(conversation=self.conversation)
                 return
             if frame.get("action") == "ping":
                 await self.send(text_data=rendering.render_pong())
                 return
+            # An answer whose process died does not block the conversation.
+            await sweeper.sweep(conversation_id=self.conversation.pk)
             user_message, assistant_message = await services.aturn_start(
                 conversation=self.conversation, text=frame.get("message")
             )
@@ -149,8 +148,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def refresh(self, message_id: int) -> None:
         assert self.conversation is not None
         try:
-            message = await services.aanswer_refresh(
-                conversation=self.conversation, message_id=message_id
+            message = await services.amessage_get(
+                conversation_id=self.conversation.pk, message_id=message_id
             )
         except Message.DoesNotExist:
             self.answers.pop(message_id, None)
@@ -164,6 +163,14 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if not message.in_progress:
             del self.answers[message_id]
             hub().unfollow(self, message_id)
+
+    async def answer_ended(self, event: dict[str, Any]) -> None:
+        """An answer ended without its run (its process died, or Stop found none), from the rows."""
+        answer = AnswerDraft.from_state(event["answer"], seq=event["seq"])
+        if self.answers.pop(answer.id, None) is None:
+            return
+        hub().unfollow(self, answer.id)
+        await self.send(text_data=rendering.render_message(answer))
 
     async def run_events(self, event: dict[str, Any]) -> None:
         """An answer's events, relayed from the process that runs it."""

@@ -40,8 +40,6 @@ from .toolbox import toolbox_for
 
 logger = logging.getLogger(__name__)
 
-# A run saves at least this often, even with nothing new, to show its process is alive.
-HEARTBEAT_INTERVAL = 10.0
 # Tries to save an answer's end before giving up (the rows then say it was interrupted).
 FINAL_SAVE_RETRIES = (0.5, 1.0, 2.0)
 
@@ -112,7 +110,7 @@ class Checkpoint:
         """Save what changed every CHAT_CHECKPOINT_INTERVAL; stop the run if told to stop."""
         while True:
             await asyncio.sleep(settings.CHAT_CHECKPOINT_INTERVAL)
-            stale = time.monotonic() - self.saved_at >= HEARTBEAT_INTERVAL
+            stale = time.monotonic() - self.saved_at >= settings.CHAT_HEARTBEAT_INTERVAL
             if self.draft.seq == self.saved_seq and not stale:
                 continue
             try:
@@ -121,7 +119,8 @@ class Checkpoint:
                 logger.warning("saving message %s failed; retrying", self.draft.id, exc_info=True)
                 continue
             if saved != Saved.SAVED:
-                # Stopped from another process, or deleted: run_generation sorts it out.
+                # Stopped from another process, ended as one no process ran, or deleted:
+                # run_generation sorts it out.
                 run.cancel()
                 return
 
@@ -129,8 +128,11 @@ class Checkpoint:
         """Save the final state, retrying a failing database a few times."""
         for delay in (*FINAL_SAVE_RETRIES, None):
             try:
-                if await self.save(final=True) == Saved.GONE:
+                saved = await self.save(final=True)
+                if saved == Saved.GONE:
                     logger.info("message %s was deleted while it was being written", self.draft.id)
+                elif saved == Saved.ENDED:
+                    logger.warning("message %s was ended as if its run had died", self.draft.id)
                 return
             except Exception:
                 if delay is None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Coroutine
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
@@ -19,9 +20,16 @@ from .models import Conversation, Message, ToolCall
 from .streaming.events import ToolCallReady
 from .streaming.loop import assistant_tool_calls_message, tool_output_message
 
-# A run whose heartbeat is older than this belongs to a process that died.
-STALE_RUN_AFTER = timedelta(seconds=60)
 TITLE_LENGTH = 60
+INTERRUPTED_ERROR = "The server stopped while this answer was being written."
+
+
+def database_async[**P, R](function: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """`function` for async code: run in the database thread, with the connections that broke or
+    outlived DATABASE_CONN_MAX_AGE closed before and after (channels' `database_sync_to_async`,
+    typed). Consumers and runs live for minutes; Django closes stale connections only around
+    requests."""
+    return cast(Callable[P, Coroutine[Any, Any, R]], database_sync_to_async(function))
 
 
 class ChatInputError(Exception):
@@ -99,7 +107,7 @@ def conversation_get(*, user: User | AnonymousUser, conversation_id: int) -> Con
     return Conversation.objects.get(pk=conversation_id, owner=user)
 
 
-aconversation_get = sync_to_async(conversation_get)
+aconversation_get = database_async(conversation_get)
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
@@ -109,28 +117,27 @@ def conversation_delete(*, conversation: Conversation) -> None:
 
 def message_list(*, conversation: Conversation) -> list[Message]:
     """Every message of the conversation with its tool calls, oldest first."""
-    mark_stale_runs_interrupted(conversation=conversation)
     return list(
-        conversation.messages.order_by("created_at", "id").prefetch_related(
-            Prefetch("tool_calls", queryset=ToolCall.objects.order_by("step", "index"))
-        )
+        conversation.messages.order_by("created_at", "id").prefetch_related(ordered_calls())
     )
 
 
-amessage_list = sync_to_async(message_list)
+def ordered_calls() -> Prefetch[Any]:
+    return Prefetch("tool_calls", queryset=ToolCall.objects.order_by("step", "index"))
+
+
+amessage_list = database_async(message_list)
 
 
 def message_get(*, conversation_id: int, message_id: int) -> Message:
     return (
         Message.objects.select_related("conversation")
-        .prefetch_related(
-            Prefetch("tool_calls", queryset=ToolCall.objects.order_by("step", "index"))
-        )
+        .prefetch_related(ordered_calls())
         .get(pk=message_id, conversation_id=conversation_id)
     )
 
 
-amessage_get = sync_to_async(message_get)
+amessage_get = database_async(message_get)
 
 
 def usage_total(messages: list[Message]) -> dict[str, int]:
@@ -142,26 +149,45 @@ def usage_total(messages: list[Message]) -> dict[str, int]:
     }
 
 
-def mark_stale_runs_interrupted(*, conversation: Conversation) -> int:
-    """Mark runs whose process stopped beating as interrupted, so nothing looks stuck forever."""
-    stale = timezone.now() - STALE_RUN_AFTER
+def runs_end(
+    *,
+    status: str,
+    error: str = "",
+    conversation_id: int | None = None,
+    message_ids: Collection[int] | None = None,
+    stale: bool = False,
+) -> list[Message]:
+    """End answers no live process is writing, keeping their text; those this call ended.
+
+    `stale` picks the answers whose run has not saved for CHAT_RUN_STALE_AFTER seconds (its
+    process died). Each answer ends with one conditional UPDATE, so of two processes ending the
+    same answer only one does, and a run that saved in the meantime (a live one) is left alone.
+    Unfinished tool calls are cancelled.
+    """
     now = timezone.now()
-    message_ids = list(
-        conversation.messages.filter(
-            status__in=Message.IN_PROGRESS, heartbeat_at__lt=stale
-        ).values_list("pk", flat=True)
-    )
-    if not message_ids:
-        return 0
-    Message.objects.filter(pk__in=message_ids).update(
-        status=Message.Status.INTERRUPTED,
-        error="The server stopped while this answer was being written.",
-        finished_at=now,
-    )
-    ToolCall.objects.filter(message_id__in=message_ids).exclude(
-        status__in=[ToolCall.Status.SUCCEEDED, ToolCall.Status.FAILED]
-    ).update(status=ToolCall.Status.CANCELLED, finished_at=now)
-    return len(message_ids)
+    rows = Message.objects.filter(status__in=Message.IN_PROGRESS)
+    if conversation_id is not None:
+        rows = rows.filter(conversation_id=conversation_id)
+    if message_ids is not None:
+        rows = rows.filter(pk__in=list(message_ids))
+    if stale:
+        beat_before = now - timedelta(seconds=settings.CHAT_RUN_STALE_AFTER)
+        rows = rows.filter(heartbeat_at__lt=beat_before)
+    ended = []
+    for message_id in list(rows.values_list("pk", flat=True)):
+        with transaction.atomic():
+            if not rows.filter(pk=message_id).update(status=status, error=error, finished_at=now):
+                continue
+            ToolCall.objects.filter(message_id=message_id).exclude(
+                status__in=ToolCall.FINISHED
+            ).update(status=ToolCall.Status.CANCELLED, finished_at=now)
+        ended.append(message_id)
+    if not ended:
+        return []
+    return list(Message.objects.filter(pk__in=ended).prefetch_related(ordered_calls()))
+
+
+aruns_end = database_async(runs_end)
 
 
 def check_message_text(text: object) -> str:
@@ -232,7 +258,7 @@ def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Me
     return user_message, assistant_message
 
 
-aturn_start = sync_to_async(turn_start)
+aturn_start = database_async(turn_start)
 
 
 def check_concurrent_answers(*, user_id: int) -> None:
@@ -249,7 +275,7 @@ def check_concurrent_answers(*, user_id: int) -> None:
     running = Message.objects.filter(
         conversation__owner_id=user_id,
         status__in=Message.IN_PROGRESS,
-        heartbeat_at__gte=timezone.now() - STALE_RUN_AFTER,
+        heartbeat_at__gte=timezone.now() - timedelta(seconds=settings.CHAT_RUN_STALE_AFTER),
     ).count()
     if running >= limit:
         raise LimitReached(
@@ -258,16 +284,19 @@ def check_concurrent_answers(*, user_id: int) -> None:
         )
 
 
-def stop_request(*, conversation: Conversation) -> int:
-    """Mark the conversation's running answers to stop.
+def stop_request(*, conversation: Conversation) -> list[int]:
+    """Mark the conversation's running answers to stop; their ids.
 
     The stop itself travels through `live.hub`; a run that misses it sees this flag at its next
     save.
     """
-    return conversation.messages.filter(status__in=Message.IN_PROGRESS).update(stop_requested=True)
+    running = conversation.messages.filter(status__in=Message.IN_PROGRESS)
+    message_ids = list(running.values_list("pk", flat=True))
+    running.filter(pk__in=message_ids).update(stop_requested=True)
+    return message_ids
 
 
-astop_request = sync_to_async(stop_request)
+astop_request = database_async(stop_request)
 
 
 def last_answer(*, conversation: Conversation, before: Message) -> Message | None:
@@ -280,7 +309,7 @@ def last_answer(*, conversation: Conversation, before: Message) -> Message | Non
     )
 
 
-alast_answer = sync_to_async(last_answer)
+alast_answer = database_async(last_answer)
 
 
 def provider_history(*, conversation: Conversation, before: Message) -> list[dict[str, Any]]:
@@ -315,7 +344,7 @@ def provider_history(*, conversation: Conversation, before: Message) -> list[dic
     return history
 
 
-aprovider_history = sync_to_async(provider_history)
+aprovider_history = database_async(provider_history)
 
 
 def answer_draft(message: Message) -> AnswerDraft:
@@ -329,6 +358,8 @@ def answer_draft(message: Message) -> AnswerDraft:
 class Saved(StrEnum):
     SAVED = "saved"
     STOP_REQUESTED = "stop_requested"
+    # Ended without its run: by a process that found it stale, or a Stop that found no run.
+    ENDED = "ended"
     GONE = "gone"
 
 
@@ -342,17 +373,19 @@ def answer_save(
     """Write a running answer's progress to its rows: one UPDATE, and one upsert of its calls.
 
     Progress is not written over an answer someone asked to stop: its run stops instead and
-    writes its end (`final`), which is how a Stop pressed in another process reaches it.
+    writes its end (`final`), which is how a Stop pressed in another process reaches it. Nothing
+    is written over an answer that was ended without its run (`runs_end`).
     """
     now = timezone.now()
     with transaction.atomic():
-        rows = Message.objects.filter(pk=message_id)
+        rows = Message.objects.filter(pk=message_id, status__in=Message.IN_PROGRESS)
         if not final:
             rows = rows.filter(stop_requested=False)
         if not rows.update(**fields, heartbeat_at=now):
-            if Message.objects.filter(pk=message_id).exists():
-                return Saved.STOP_REQUESTED
-            return Saved.GONE
+            status = Message.objects.filter(pk=message_id).values_list("status", flat=True).first()
+            if status is None:
+                return Saved.GONE
+            return Saved.STOP_REQUESTED if status in Message.IN_PROGRESS else Saved.ENDED
         if calls:
             ToolCall.objects.bulk_create(
                 [ToolCall(message_id=message_id, **call) for call in calls],
@@ -365,13 +398,4 @@ def answer_save(
     return Saved.SAVED
 
 
-aanswer_save = sync_to_async(answer_save)
-
-
-def answer_refresh(*, conversation: Conversation, message_id: int) -> Message:
-    """The answer as saved, marked interrupted first if its run's process stopped beating."""
-    mark_stale_runs_interrupted(conversation=conversation)
-    return message_get(conversation_id=conversation.pk, message_id=message_id)
-
-
-aanswer_refresh = sync_to_async(answer_refresh)
+aanswer_save = database_async(answer_save)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 
+from channels.db import aclose_old_connections
+
 from .models import Message
 from .streaming.builtin_tools import CALCULATOR, CURRENT_TIME
 from .streaming.tools import Tool, Toolbox
@@ -49,6 +51,8 @@ def search_conversations_tool(*, user_id: int) -> Tool:
 
 async def search_messages(*, user_id: int, query: str, limit: int) -> list[dict[str, str]]:
     """The user's finished messages containing `query`; never anyone else's."""
+    # The async ORM does not drop a connection the database closed since the last query.
+    await aclose_old_connections()
     matches = (
         Message.objects.filter(conversation__owner_id=user_id, content__icontains=query)
         .exclude(status__in=Message.IN_PROGRESS)

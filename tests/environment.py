@@ -7,3 +7,5 @@ import os
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
 for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL", "DEBUG"):
     os.environ.pop(name, None)
+# No background sweeper in the tests' event loops unless a test asks for one (test_sweeper.py).
+os.environ.setdefault("CHAT_SWEEP_INTERVAL", "0")

@@ -37,6 +37,15 @@ def daphne(env: dict[str, str], *, log: Path | None = None, serve: bool = False)
 
     With `serve`, started as `make run` does, through `manage.py serve`.
     """
+    with daphne_process(env, log=log, serve=serve) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def daphne_process(
+    env: dict[str, str], *, log: Path | None = None, serve: bool = False
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Daphne as `daphne` (or `manage.py serve`) starts it; its base URL and its process."""
     port = free_port()
     executable = shutil.which("daphne", path=str(Path(sys.executable).parent))
     assert executable, "daphne is installed with the project"
@@ -63,7 +72,7 @@ def daphne(env: dict[str, str], *, log: Path | None = None, serve: bool = False)
                 assert server.poll() is None, f"Daphne exited with {server.returncode}"
                 assert time.monotonic() < deadline, "Daphne did not start"
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -162,10 +162,12 @@ async def test_stop_reaches_an_answer_run_by_another_process() -> None:
     run = await elsewhere.start_run(5, AnswerDraft(message_id=9, created_at=timezone.now()))
     run.task = asyncio.create_task(asyncio.sleep(60))
 
-    await live.Hub().stop(5)
+    # Message 10 is one no process runs any more.
+    unclaimed = await live.Hub().stop(5, [9, 10])
 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run.task, 2)
+    assert unclaimed == {10}
 
 
 class LossyLayer:

@@ -1,8 +1,9 @@
 """Two Daphne processes sharing PostgreSQL and Redis, as a multi-process deployment runs.
 
 An answer run by one process streams live to a page on the other through channels-redis, Stop
-pressed on the other reaches it, and an idle socket stays open on Redis. These need a real
-database and Redis, so they run in `make test`'s PostgreSQL + Redis pass.
+pressed on the other reaches it, an answer whose process is killed shows as interrupted on the
+other, an idle socket stays open on Redis, and an open socket outlives its database connections.
+These need a real database and Redis, so they run in `make test`'s PostgreSQL + Redis pass.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from conversations.models import Conversation, Message
 from tests.chat import answer_id, appended_text, finished, shown_text
 from tests.conftest import session_cookie
 from tests.fake_openai import FakeOpenAI, sse, text_stream
-from tests.servers import daphne
+from tests.servers import daphne, daphne_process
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -42,9 +44,8 @@ def database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-@pytest.fixture
-def two_processes(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    env = {
+def server_env(fake_openai: FakeOpenAI) -> dict[str, str]:
+    return {
         # The test's own, which signed the session cookies the pages send.
         "SECRET_KEY": settings.SECRET_KEY,
         "DATABASE_URL": database_url(),
@@ -54,7 +55,14 @@ def two_processes(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str
         "OPENAI_API_KEY": "test-key",
         "LLM_MODEL": "fake-model",
         "LLM_MAX_RETRIES": "0",
+        # The tests' own processes sweep only when asked; these sweep as production does.
+        "CHAT_SWEEP_INTERVAL": "2",
     }
+
+
+@pytest.fixture
+def two_processes(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    env = server_env(fake_openai)
     with (
         daphne(env, log=tmp_path / "first.log") as first,
         daphne(env, log=tmp_path / "second.log") as second,
@@ -172,3 +180,85 @@ async def test_an_idle_socket_stays_open_on_redis(
     await asyncio.sleep(12)
     await page.send({"action": "ping"})
     assert await page.until(lambda frame: frame == '<template id="pong"></template>')
+
+
+async def test_an_answer_whose_process_is_killed_shows_interrupted_on_the_other_process(
+    fake_openai: FakeOpenAI, user: User, open_page: Any, tmp_path: Path
+) -> None:
+    env = server_env(fake_openai)
+    fake_openai.queue(sse(text_stream(" ".join(["word"] * 2000)), delay=0.05))
+    fake_openai.queue(sse(text_stream("Still here.")))
+    conversation = await Conversation.objects.acreate(owner=user)
+    with (
+        daphne_process(env, log=tmp_path / "killed.log") as (first, process),
+        daphne(env, log=tmp_path / "second.log") as second,
+    ):
+        writer = await open_page(first, conversation)
+        watcher = await open_page(second, conversation)
+        await writer.send({"message": "talk forever"})
+        await watcher.until(lambda frame: "word" in "".join(appended_text([frame])))
+        await asyncio.sleep(1.5)  # past a checkpoint: the rows hold some of it
+
+        process.kill()
+        killed = time.monotonic()
+        frames = await watcher.until(lambda frame: 'data-status="interrupted"' in frame, 45)
+        waited = time.monotonic() - killed
+        await watcher.send({"message": "are you there?"})
+        await watcher.until(lambda frame: "Still here." in frame and finished(frame))
+
+    assert waited < 36, f"interrupted shown {waited:.1f} s after the kill"
+    assert "word word" in frames[-1]
+    interrupted, answered = [
+        message
+        async for message in Message.objects.filter(
+            conversation=conversation, role="assistant"
+        ).order_by("created_at")
+    ]
+    assert interrupted.status == Message.Status.INTERRUPTED
+    assert interrupted.content.startswith("word word")
+    assert answered.status == Message.Status.COMPLETE
+
+
+@sync_to_async
+def terminate_connections(application_name: str) -> int:
+    """What a PostgreSQL restart does to a client: its connections are closed under it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %s",
+            [application_name],
+        )
+        return int(cursor.fetchone()[0])
+
+
+async def test_an_answer_and_its_socket_outlive_the_database_closing_their_connections(
+    fake_openai: FakeOpenAI, user: User, open_page: Any, tmp_path: Path
+) -> None:
+    # Named, so that only the server's connections are closed, not the test's own.
+    env = server_env(fake_openai) | {"DATABASE_URL": f"{database_url()}?application_name=served"}
+    words = " ".join(f"w{number}" for number in range(60))
+    fake_openai.queue(sse(text_stream(words), delay=0.05))
+    fake_openai.queue(sse(text_stream("Second answer.")))
+    conversation = await Conversation.objects.acreate(owner=user)
+    with daphne(env, log=tmp_path / "server.log") as server:
+        page = await open_page(server, conversation)
+        await page.send({"message": "count"})
+        await page.until(lambda frame: "w10" in "".join(appended_text([frame])))
+        await asyncio.sleep(1.2)  # past a checkpoint: the run's connection has been used
+
+        # What a PostgreSQL restart does to the server, while the answer is being written.
+        assert await terminate_connections("served") >= 1
+        await page.until(finished)
+        await page.send({"message": "and now?"})
+        await page.until(lambda frame: "Second answer." in frame and finished(frame))
+
+    saved = [
+        (message.status, message.content)
+        async for message in Message.objects.filter(
+            conversation=conversation, role="assistant"
+        ).order_by("created_at")
+    ]
+    assert saved == [
+        (Message.Status.COMPLETE, words),
+        (Message.Status.COMPLETE, "Second answer."),
+    ]

@@ -95,9 +95,11 @@ def test_a_run_whose_process_died_is_marked_interrupted(user: User) -> None:
         heartbeat_at=timezone.now(),
     )
 
-    services.message_list(conversation=conversation)
-    services.message_list(conversation=fresh_conversation)
+    ended = services.runs_end(status=Message.Status.INTERRUPTED, error="died", stale=True)
+    # A second sweeper (another process) finds nothing left to end.
+    assert services.runs_end(status=Message.Status.INTERRUPTED, stale=True) == []
 
+    assert [message.pk for message in ended] == [stale.pk]
     stale.refresh_from_db()
     fresh.refresh_from_db()
     assert stale.status == Message.Status.INTERRUPTED

@@ -11,6 +11,9 @@ A subscriber in another process asks the `runs-<conversation>` group, which the 
 that conversation's answers join, and renews the request every `RENEW` seconds with the last
 `seq` it has; the running hub sends the events after it to the subscriber's channel. The layer
 is at-most-once, so a subscriber that sees a gap asks again from its last `seq`.
+
+Stop is sent to the same group; the hubs running one of the answers say so, and an answer no
+hub claims within `STOP_REPLY` seconds has no live run (its process died).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 import weakref
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,11 +49,18 @@ RENEW = 3.0
 LEASE = 15.0
 # A remote subscriber that has heard nothing for this long re-reads the answer from the rows.
 SILENT = 10.0
+# How long Stop waits for the processes running the conversation's answers to say so.
+STOP_REPLY = 1.5
 
 
 def runs_group(conversation_id: int) -> str:
     """The group of the hubs running one of the conversation's answers."""
     return f"runs-{conversation_id}"
+
+
+def conversation_group(conversation_id: int) -> str:
+    """The conversation's open pages, told of each new turn and of answers ended without a run."""
+    return f"conversation-{conversation_id}"
 
 
 class Subscriber(Protocol):
@@ -239,6 +251,8 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         self._follows: dict[tuple[int, Subscriber], RemoteFollow] = {}
         self._renewer: asyncio.Task[None] | None = None
+        # Stops awaiting replies: token -> (answers no hub claimed yet, set once none is left)
+        self._stops: dict[str, tuple[set[int], asyncio.Event]] = {}
 
     # Producing: the runner's side.
 
@@ -265,18 +279,34 @@ class Hub:
         with contextlib.suppress(Exception):
             await self.layer.group_discard(group, self.channel)
 
-    async def stop(self, conversation_id: int) -> None:
-        """Stop the conversation's running answers, here and in every other process."""
+    async def stop(self, conversation_id: int, message_ids: Collection[int] = ()) -> set[int]:
+        """Stop the conversation's running answers, here and in every other process.
+
+        Returns those of `message_ids` that no process runs: none claimed them within
+        `STOP_REPLY` seconds (or the other processes could not be asked).
+        """
+        unclaimed = set(message_ids)
         for run in list(self.runs.values()):
             if run.conversation_id == conversation_id:
                 run.cancel()
+                unclaimed.discard(run.message_id)
+        request: dict[str, Any] = {"type": "run.stop", "conversation_id": conversation_id}
+        token = uuid.uuid4().hex
+        answered = asyncio.Event()
+        if unclaimed:
+            self._stops[token] = (unclaimed, answered)
+            request |= {"reply_to": await self._channel(), "token": token}
         try:
-            await self.layer.group_send(
-                runs_group(conversation_id),
-                {"type": "run.stop", "conversation_id": conversation_id},
-            )
+            await self.layer.group_send(runs_group(conversation_id), request)
+            if unclaimed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_REPLY):
+                        await answered.wait()
         except Exception:
             logger.warning("could not ask other processes to stop conversation %s", conversation_id)
+        finally:
+            self._stops.pop(token, None)
+        return unclaimed
 
     # Subscribing: the faces' side.
 
@@ -377,9 +407,26 @@ class Hub:
                 if run is not None:
                     run.subscribe_remote(message["reply_to"], after=message["after"])
             case {"type": "run.stop", "conversation_id": int(conversation_id)}:
+                stopped = []
                 for run in list(self.runs.values()):
                     if run.conversation_id == conversation_id:
                         run.cancel()
+                        stopped.append(run.message_id)
+                if stopped and isinstance(message.get("reply_to"), str):
+                    reply = {"type": "run.stopping", "token": message.get("token"), "ids": stopped}
+                    asyncio.get_running_loop().create_task(self._reply(message["reply_to"], reply))
+            case {"type": "run.stopping", "token": str(token), "ids": list(message_ids)}:
+                if waiting := self._stops.get(token):
+                    unclaimed, answered = waiting
+                    unclaimed.difference_update(message_ids)
+                    if not unclaimed:
+                        answered.set()
+
+    async def _reply(self, channel: str, message: dict[str, Any]) -> None:
+        try:
+            await self.layer.send(channel, message)
+        except Exception:
+            logger.warning("could not answer a stop from %s", channel)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
