@@ -198,3 +198,14 @@ async def test_an_abandoned_retry_wait_ends_quietly(silent_server: SilentServer)
         first = await anext(events)
         assert isinstance(first, Retrying)
         await asyncio.wait_for(events.aclose(), 2)  # type: ignore[attr-defined]
+
+
+async def test_stop_while_waiting_for_the_server_is_a_cancellation_not_a_timeout(
+    headers_only_server: SilentServer,
+) -> None:
+    async with sdk_client(headers_only_server.base_url) as client:
+        reading = asyncio.create_task(collect(completion(client)(StreamTimeouts(5, 5))))
+        await asyncio.sleep(0.5)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(reading, 2)
