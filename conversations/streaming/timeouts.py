@@ -30,11 +30,12 @@ class StreamTimedOut(Exception):
     def __init__(self, seconds: float, *, first: bool) -> None:
         self.seconds = seconds
         self.first = first
+        # A try's limit may be what was left of the call's budget: 39.5 s, not 39.5221 s.
         if first:
-            message = f"The model server did not start answering within {seconds:g} s."
+            message = f"The model server did not start answering within {seconds:.3g} s."
         else:
             message = (
-                f"The model server sent nothing for {seconds:g} s, so the answer was given up."
+                f"The model server sent nothing for {seconds:.3g} s, so the answer was given up."
             )
         super().__init__(message)
 
