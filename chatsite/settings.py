@@ -20,6 +20,14 @@ def env_bool(name: str, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds.") from None
+
+
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     return int(value) if value else default
@@ -283,8 +291,11 @@ LLM_API_STYLE = os.environ.get("LLM_API_STYLE", "chat_completions").strip().lowe
 if LLM_API_STYLE not in {"chat_completions", "responses"}:
     raise ImproperlyConfigured("LLM_API_STYLE must be chat_completions or responses.")
 # Responses API: let the server store responses and continue from previous_response_id; off
-# (store=false) replays the whole input on every call, for servers that keep nothing.
-LLM_RESPONSES_STORE = env_bool("LLM_RESPONSES_STORE", True)
+# (store=false) replays the whole input on every call, for servers that keep nothing. Unset: on
+# for OpenAI's own endpoint only, since proxies such as LiteLLM's may not keep what they store.
+LLM_RESPONSES_STORE = (
+    env_bool("LLM_RESPONSES_STORE") if os.environ.get("LLM_RESPONSES_STORE", "") else None
+)
 LOCAL_LLM_HOST = os.environ.get("LOCAL_LLM_HOST", "127.0.0.1")
 LOCAL_LLM_PORT = env_int("LOCAL_LLM_PORT", 8001)
 LOCAL_LLM_MODEL = os.environ.get("LOCAL_LLM_MODEL", "SmolLM2-135M-Instruct")
@@ -296,7 +307,13 @@ LOCAL_LLM_CONTEXT = env_int("LOCAL_LLM_CONTEXT", 4096)
 LOCAL_LLM_CHAT_FORMAT = os.environ.get("LOCAL_LLM_CHAT_FORMAT", "chatml")
 LOCAL_LLM_MAX_TOKENS = env_int("LOCAL_LLM_MAX_TOKENS", 512)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
-LLM_TIMEOUT = float(os.environ.get("LLM_TIMEOUT", "120"))
+# Seconds a model call may take to start answering, all its tries and the waits between them
+# included; then the limits on each try: connecting, the first stream event, the quiet between
+# two events.
+LLM_TIMEOUT = env_float("LLM_TIMEOUT", 100.0)
+LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 10.0)
+LLM_FIRST_EVENT_TIMEOUT = env_float("LLM_FIRST_EVENT_TIMEOUT", 60.0)
+LLM_IDLE_TIMEOUT = env_float("LLM_IDLE_TIMEOUT", 120.0)
 LLM_MAX_STEPS = env_int("LLM_MAX_STEPS", 8)
 LLM_SYSTEM_PROMPT = os.environ.get(
     "LLM_SYSTEM_PROMPT",

@@ -97,6 +97,7 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
     # Text goes after the last group of tool calls: its number is the text element's.
     groups = len({step for step, _ in answer.calls})
     whole = reasoning_block = footer = False
+    retry = answer.retry
     changed_calls: dict[tuple[int, int], bool] = {}  # key -> the whole card (or arguments only)
 
     def flush_text() -> None:
@@ -143,6 +144,8 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
         fragments.append(render("tool-card" if whole_card else "tool-arguments", {"call": call}))
     if footer:
         fragments.append(render("message-footer", context))
+    if answer.retry is not retry:
+        fragments.append(render("message-retry", context))
     return "".join(fragments)
 
 

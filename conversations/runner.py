@@ -248,7 +248,7 @@ async def responses_session(
     history: list[dict[str, Any]],
 ) -> ResponsesSession:
     """Continue from the previous answer's stored response when possible, else replay it all."""
-    store = settings.LLM_RESPONSES_STORE
+    store = llm.responses_store(configured)
     previous = await alast_answer(conversation=message.conversation, before=message)
     continues = (
         store
@@ -265,8 +265,14 @@ async def responses_session(
         items = items[-1:]
 
     def stream(**options: Any) -> AsyncIterator[ProviderEvent]:
-        return stream_response(
-            client, model=configured.model, max_output_tokens=configured.max_tokens, **options
+        return llm.retried(
+            lambda timeouts: stream_response(
+                client,
+                model=configured.model,
+                max_output_tokens=configured.max_tokens,
+                timeouts=timeouts,
+                **options,
+            )
         )
 
     return ResponsesSession(

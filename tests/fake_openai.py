@@ -368,10 +368,15 @@ class ResponseEvents:
         return self.events
 
     def incomplete(
-        self, reason: str = "max_output_tokens", usage: tuple[int, int] | None = (10, 20)
+        self,
+        reason: str = "max_output_tokens",
+        usage: tuple[int, int] | None = (10, 20),
+        *,
+        event: str = "response.incomplete",
     ) -> list[Chunk]:
+        """End with an incomplete response; `event="response.completed"` as LiteLLM ends one."""
         response = self.response("incomplete", usage=usage, incomplete_reason=reason)
-        self.emit("response.incomplete", response=response)
+        self.emit(event, response=response)
         return self.events
 
     def failed(self, message: str, code: str = "server_error") -> list[Chunk]:
@@ -450,11 +455,12 @@ def response_incomplete(
     reason: str = "max_output_tokens",
     pieces: int | None = None,
     usage: tuple[int, int] | None = (10, 20),
+    event: str = "response.incomplete",
 ) -> list[Chunk]:
-    """A Responses stream whose answer stops short, ending in `response.incomplete`."""
+    """A Responses stream whose answer stops short, ending in `event` (see `incomplete`)."""
     response = ResponseEvents()
     response.message(text, pieces=pieces, status="incomplete")
-    return response.incomplete(reason, usage)
+    return response.incomplete(reason, usage, event=event)
 
 
 def response_failed(
@@ -484,6 +490,11 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.closed_early = 0
+        # What GET /v1/models lists, and how long it hangs first (until stop(), at most).
+        self.models = ["fake-model"]
+        self.models_hang = 0.0
+        self.model_list_requests = 0
+        self._stopping = threading.Event()
         self._scripts: deque[Script] = deque()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -513,6 +524,7 @@ class FakeOpenAI:
     def stop(self) -> None:
         if self._server is None:
             return
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         # Kept-alive connections would otherwise hold their handler threads open.
@@ -566,8 +578,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v1/models":
-            model = {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}
-            self._send_json(200, {"object": "list", "data": [model]})
+            fake = self.server_fake
+            fake.model_list_requests += 1
+            if fake.models_hang:
+                fake._stopping.wait(fake.models_hang)
+            models = [
+                {"id": name, "object": "model", "created": 0, "owned_by": "fake"}
+                for name in fake.models
+            ]
+            self._send_json(200, {"object": "list", "data": models})
         else:
             self._send_json(404, error(404, f"No route for GET {self.path}").body)
 
@@ -648,6 +667,72 @@ def _sse_event(chunk: Chunk | str, *, named: bool) -> str:
         return f"data: {chunk}\n\n"
     data = f"data: {json.dumps(chunk)}\n\n"
     return f"event: {chunk['type']}\n{data}" if named and "type" in chunk else data
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers them.
+
+    With `headers` it reads each request and sends a streaming response's headers, then nothing.
+    """
+
+    def __init__(self, *, headers: bool = False) -> None:
+        self.headers = headers
+        self.accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._connections: list[socket.socket] = []
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1"
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self._connections.append(connection)
+            if self.headers:
+                threading.Thread(target=self._send_headers, args=(connection,), daemon=True).start()
+
+    def _send_headers(self, connection: socket.socket) -> None:
+        received = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in received:
+                data = connection.recv(65536)
+                if not data:
+                    return
+                received += data
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for connection in self._connections:
+            with contextlib.suppress(OSError):
+                connection.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    """A server that accepts connections and never answers (see `SilentServer`)."""
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def headers_only_server() -> Iterator[SilentServer]:
+    """A server that sends a stream's headers, then nothing."""
+    server = SilentServer(headers=True)
+    yield server
+    server.close()
 
 
 @pytest.fixture

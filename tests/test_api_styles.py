@@ -11,10 +11,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from conversations import llm
 from conversations.models import Conversation, Message, ToolCall
 from tests.chat import send_and_wait
 from tests.conftest import Connect
 from tests.fake_openai import (
+    ErrorResponse,
     FakeOpenAI,
     response_error_event,
     response_incomplete,
@@ -50,8 +52,9 @@ async def answers(conversation: Conversation) -> list[Message]:
 
 
 async def test_a_responses_turn_with_parallel_calls_then_a_continuation(
-    connect: Connect, user: User, model_server: FakeOpenAI
+    connect: Connect, user: User, model_server: FakeOpenAI, settings: Any
 ) -> None:
+    settings.LLM_RESPONSES_STORE = True
     model_server.queue(
         sse(
             response_tool_calls_stream(
@@ -125,6 +128,48 @@ async def test_without_stored_responses_the_whole_input_is_replayed(
     assert (await answers(conversation))[0].content == "1024"
 
 
+async def test_another_server_gets_the_whole_history_unless_told_it_stores_responses(
+    connect: Connect, user: User, model_server: FakeOpenAI
+) -> None:
+    # LiteLLM's proxy, say: it answers with response ids, but without its database it cannot
+    # continue from them, so the history must be replayed.
+    model_server.queue(sse(response_text_stream("Nice to meet you, Ada.")))
+    model_server.queue(sse(response_text_stream("You are Ada.")))
+    conversation, chat = await open_chat(connect, user, "responses")
+
+    await send_and_wait(chat, "I am Ada.")
+    await send_and_wait(chat, "Who am I?")
+
+    first, second = model_server.requests
+    assert first["store"] is False and second["store"] is False
+    assert "previous_response_id" not in second
+    assert [(item["role"], item["content"]) for item in second["input"]] == [
+        ("user", "I am Ada."),
+        ("assistant", "Nice to meet you, Ada."),
+        ("user", "Who am I?"),
+    ]
+    assert (await answers(conversation))[-1].content == "You are Ada."
+
+
+@pytest.mark.parametrize(
+    ("base_url", "setting", "stored"),
+    [
+        (None, None, True),
+        ("https://api.openai.com/v1", None, True),
+        ("http://127.0.0.1:4000/v1", None, False),
+        ("https://litellm.example.com/v1", None, False),
+        ("http://127.0.0.1:4000/v1", True, True),
+        (None, False, False),
+    ],
+)
+def test_responses_are_stored_by_default_only_on_openais_own_endpoint(
+    base_url: str | None, setting: bool | None, stored: bool, settings: Any
+) -> None:
+    settings.LLM_RESPONSES_STORE = setting
+    configured = llm.Endpoint("m", base_url, "key", local=False, max_tokens=None)
+    assert llm.responses_store(configured) is stored
+
+
 async def test_a_responses_error_event_and_an_incomplete_answer_are_shown(
     connect: Connect, user: User, model_server: FakeOpenAI
 ) -> None:
@@ -141,6 +186,35 @@ async def test_a_responses_error_event_and_an_incomplete_answer_are_shown(
     assert (cut.status, cut.content) == ("complete", "A very long sto")
     assert cut.error == "The answer was cut off at the token limit."
     assert "cut off at the token limit" in cut_frames[-1]
+
+
+async def test_an_incomplete_response_closed_as_completed_is_shown_cut_off(
+    connect: Connect, user: User, model_server: FakeOpenAI
+) -> None:
+    script = response_incomplete("A very long sto", event="response.completed")
+    model_server.queue(sse(script))
+    conversation, chat = await open_chat(connect, user, "responses")
+
+    frames = await send_and_wait(chat, "tell me a long story")
+
+    [cut] = await answers(conversation)
+    assert (cut.status, cut.content) == ("complete", "A very long sto")
+    assert cut.error == "The answer was cut off at the token limit."
+    assert "cut off at the token limit" in frames[-1]
+
+
+async def test_a_server_without_the_responses_api_suggests_chat_completions(
+    connect: Connect, user: User, model_server: FakeOpenAI
+) -> None:
+    model_server.queue(ErrorResponse(404, {"detail": "Not Found"}))
+    conversation, chat = await open_chat(connect, user, "responses")
+
+    frames = await send_and_wait(chat, "hi")
+
+    [failed] = await answers(conversation)
+    assert failed.status == "failed"
+    assert "switch the conversation to Chat Completions" in failed.error
+    assert "switch the conversation to Chat Completions" in frames[-1]
 
 
 async def test_one_conversation_switches_between_the_two_api_styles(

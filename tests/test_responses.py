@@ -31,6 +31,7 @@ from conversations.streaming.responses import (
     stream_response,
 )
 from tests.fake_openai import (
+    ErrorResponse,
     FakeOpenAI,
     ResponseEvents,
     error,
@@ -297,6 +298,38 @@ async def test_an_incomplete_response_keeps_its_text_and_says_why(
     done, usage, finished = events[-3:]
     assert isinstance(done, ResponseDone) and done.response_id == response_id_of(script)
     assert (usage, finished) == (Usage(5, 50, 55), Finished("max_output_tokens"))
+
+
+async def test_a_completed_event_with_an_incomplete_response_says_why_too(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    script = response_incomplete("Cut", usage=(5, 50), event="response.completed")
+    fake_openai.queue(sse(script))
+
+    events = await collect(client, max_output_tokens=50)
+
+    assert text_of(events) == "Cut"
+    assert events[-2:] == [Usage(5, 50, 55), Finished("max_output_tokens")]
+
+
+async def test_a_server_without_the_responses_api_suggests_chat_completions(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    # FastAPI's answer to a route it does not have (vLLM, LiteLLM, llama.cpp's Python server).
+    fake_openai.queue(ErrorResponse(404, {"detail": "Not Found"}))
+    fake_openai.queue(error(404, "The model `gpt-9` does not exist."))
+
+    [no_route] = await collect(client)
+    [no_model] = await collect(client)
+
+    assert isinstance(no_route, StreamError)
+    assert no_route.message == (
+        "The model server answered 404. This server may not offer the Responses API: switch "
+        "the conversation to Chat Completions."
+    )
+    # OpenAI's 404 for an unknown model is about the model, not the API.
+    assert isinstance(no_model, StreamError)
+    assert no_model.message == "The model server answered 404: The model `gpt-9` does not exist."
 
 
 async def test_a_failed_response_keeps_the_text_and_errors(

@@ -8,12 +8,13 @@ both hold the same answer at the same `seq`. Plain Python: no Django, no databas
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..streaming.events import Usage
+from ..streaming.events import Retrying, Usage
 from ..streaming.partial_json import parse_partial_arguments
 from ..streaming.tools import ToolResult
 from .events import (
@@ -22,6 +23,7 @@ from .events import (
     CallStarted,
     Event,
     ReasoningAppended,
+    RetryWaiting,
     Snapshot,
     StatusChanged,
     StepStarted,
@@ -85,6 +87,21 @@ class CallDraft:
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDraft:
+    """A model call being retried: why, which try comes next, and after how long a wait."""
+
+    delay: float
+    attempt: int
+    attempts: int
+    reason: str
+
+    @property
+    def seconds(self) -> int:
+        """The wait as shown: whole seconds, rounded up."""
+        return max(1, math.ceil(self.delay))
 
 
 class PlacedCall(Protocol):
@@ -193,6 +210,8 @@ class AnswerDraft:
         # Bumped by every change to a call, so a checkpoint knows when to save them.
         self.calls_version = 0
         self.calls: dict[tuple[int, int], CallDraft] = {}
+        # The retry being waited for, until the answer's next event.
+        self.retry: RetryDraft | None = None
         self._text: list[str] = []
         self._text_length = 0
         self._reasoning: list[str] = []
@@ -247,6 +266,7 @@ class AnswerDraft:
             return False
         if event.seq != self.seq + 1:
             raise SequenceGap(self.seq, event.seq)
+        self.retry = None
         match event:
             case TextAppended(text=text):
                 self._text.append(text)
@@ -267,6 +287,8 @@ class AnswerDraft:
                 self.calls_version += 1
             case CallChanged():
                 self._change_call(event)
+            case RetryWaiting(delay=delay, attempt=attempt, attempts=attempts, reason=reason):
+                self.retry = RetryDraft(delay, attempt, attempts, reason)
             case UsageChanged():
                 self.input_tokens = event.input_tokens
                 self.output_tokens = event.output_tokens
@@ -367,6 +389,11 @@ class AnswerDraft:
             )
         )
 
+    async def retrying(self, retry: Retrying) -> None:
+        self._emit(
+            RetryWaiting(self.next_seq, retry.delay, retry.attempt, retry.attempts, retry.reason)
+        )
+
     def set_status(self, status: str) -> None:
         """Queued while waiting for the local model, streaming once it is this answer's turn."""
         self._emit(StatusChanged(self.next_seq, status))
@@ -416,6 +443,7 @@ class AnswerDraft:
         self.output_tokens = state["output_tokens"]
         self.total_tokens = state["total_tokens"]
         self.finished_at = parse_time(state["finished_at"])
+        self.retry = None
         self.calls = {}
         for data in state["tool_calls"]:
             fields = {name: data[name] for name in CALL_FIELDS}

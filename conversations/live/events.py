@@ -98,6 +98,19 @@ class UsageChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryWaiting:
+    """The model call failed before answering (`reason`); try `attempt` of `attempts` starts in
+    `delay` seconds. Shown until the answer's next event."""
+
+    TYPE: ClassVar[str] = "retrying"
+    seq: int
+    delay: float
+    attempt: int
+    attempts: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The whole answer as of `seq` (see `AnswerDraft.state`)."""
 
@@ -115,6 +128,7 @@ Event = (
     | CallArgumentsAppended
     | CallChanged
     | UsageChanged
+    | RetryWaiting
     | Snapshot
 )
 
@@ -129,6 +143,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CallArgumentsAppended,
         CallChanged,
         UsageChanged,
+        RetryWaiting,
         Snapshot,
     )
 }

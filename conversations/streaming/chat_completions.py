@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,6 +26,7 @@ from .events import (
     Usage,
 )
 from .tagged_text import Segment, TaggedTextScanner, parse_tool_call
+from .timeouts import TIMED_OUT, Pacer, StreamTimedOut, StreamTimeouts
 
 UNREACHABLE = "Could not reach the model server"
 # StreamError.details["kind"] when the connection failed or broke, rather than the server saying no.
@@ -39,11 +43,13 @@ async def stream_chat_completion(
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]] | None = None,
     max_tokens: int | None = None,
+    timeouts: StreamTimeouts | None = None,
 ) -> AsyncIterator[ProviderEvent]:
     """Stream one completion as provider events, ending with Finished or StreamError.
 
     Closing the generator (or cancelling its consumer) closes the HTTP response.
     """
+    pacer = Pacer(timeouts)
     # The raw response, because some servers answer a stream request with one plain JSON
     # body, which the SDK's stream parser would read as an empty stream.
     request = client.chat.completions.with_streaming_response.create(
@@ -57,21 +63,26 @@ async def stream_chat_completion(
     turn = _Turn()
     midway = False
     try:
-        async with request as response:
+        async with contextlib.AsyncExitStack() as exit_stack:
+            response = await pacer.wait(exit_stack.enter_async_context(request))
             midway = True
             content_type = response.headers.get("content-type", "").split(";")[0].strip()
             if content_type.endswith("json"):
-                for event in turn.absorb(_completion_as_chunk(await response.json())):
+                body = await pacer.wait(response.json())
+                for event in turn.absorb(_completion_as_chunk(body)):
                     yield event
             else:
                 # The SDK's own stream (its SSE reading and error events), with each chunk left
                 # as the JSON it arrived as: building a pydantic model for every chunk was a
                 # third of the server's CPU per relayed token.
-                async for chunk in await response.parse(to=openai.AsyncStream[object]):
+                chunks = await response.parse(to=openai.AsyncStream[object])
+                async for chunk in pacer.events(chunks):
                     for event in turn.absorb(chunk):
                         yield event
     except openai.APIError as error:
         error_event = stream_error(error, midway=midway)
+    except StreamTimedOut as timed_out:
+        error_event = timeout_error(timed_out)
     except json.JSONDecodeError:
         error_event = StreamError("The model server sent a stream chunk that is not valid JSON.")
     else:
@@ -248,7 +259,15 @@ def stream_error(error: openai.APIError, *, midway: bool) -> StreamError:
         detail = body.get("message") if isinstance(body, dict) else body
         text = f"The model server answered {error.status_code}"
         text += f": {str(detail).strip()[:500]}" if detail else "."
-        return StreamError(text, {"status_code": error.status_code})
+        details: dict[str, Any] = {"status_code": error.status_code}
+        if isinstance(body, dict) and body.get("code"):
+            details["code"] = body["code"]
+        headers = error.response.headers
+        if (should_retry := headers.get("x-should-retry")) in ("true", "false"):
+            details["should_retry"] = should_retry == "true"
+        if (wait := retry_after(headers)) is not None:
+            details["retry_after"] = wait
+        return StreamError(text, details)
     if isinstance(error, openai.APIConnectionError):
         reason = str(error.__cause__ or "") or error.message
         details = {"kind": CONNECTION_LOST, "midway": midway}
@@ -256,3 +275,22 @@ def stream_error(error: openai.APIError, *, midway: bool) -> StreamError:
             return StreamError(f"The connection to the model server broke off: {reason}", details)
         return StreamError(f"{UNREACHABLE}: {reason}", details)
     return StreamError(f"The model server reported an error: {error.message}")
+
+
+def timeout_error(timed_out: StreamTimedOut) -> StreamError:
+    return StreamError(str(timed_out), {"kind": TIMED_OUT, "midway": not timed_out.first})
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The seconds a `retry-after-ms` or `Retry-After` header asks to wait, if one says."""
+    if milliseconds := headers.get("retry-after-ms"):
+        with contextlib.suppress(ValueError):
+            return float(milliseconds) / 1000
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError):
+        return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    return None

@@ -65,6 +65,17 @@ class StreamError:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """The model call failed before its first event; try `attempt` of `attempts` follows in
+    `delay` seconds."""
+
+    delay: float
+    attempt: int
+    attempts: int
+    reason: str
+
+
 ProviderEvent = (
     TextDelta
     | ReasoningDelta
@@ -75,4 +86,5 @@ ProviderEvent = (
     | Usage
     | Finished
     | StreamError
+    | Retrying
 )

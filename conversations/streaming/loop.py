@@ -12,6 +12,7 @@ from .events import (
     ProviderEvent,
     ReasoningDelta,
     ResponseDone,
+    Retrying,
     StreamError,
     TextDelta,
     ToolArgumentsDelta,
@@ -68,6 +69,7 @@ class LoopObserver(Protocol):
     async def tool_running(self, step: int, index: int) -> None: ...
     async def tool_finished(self, step: int, index: int, result: ToolResult) -> None: ...
     async def usage(self, usage: Usage) -> None: ...
+    async def retrying(self, retry: Retrying) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,8 @@ async def run_tool_loop(
                     await observer.tool_ready(step, index, call_id, name, arguments)
                 case Usage():
                     await observer.usage(event)
+                case Retrying():
+                    await observer.retrying(event)
                 case StreamError(message, details):
                     return LoopOutcome("failed", message, step, details)
                 case Finished(reason):
@@ -135,6 +139,8 @@ TRUNCATED = {
     "max_output_tokens": "The answer was cut off at the token limit.",
     "max_tokens": "The answer was cut off at the token limit.",
     "content_filter": "The answer was cut off by the provider's content filter.",
+    # A Responses answer marked incomplete without a reason.
+    "incomplete": "The answer was cut off before it finished.",
 }
 
 

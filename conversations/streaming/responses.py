@@ -29,7 +29,7 @@ from openai.types.responses import (
     ToolParam,
 )
 
-from .chat_completions import ENDED_EARLY, stream_error
+from .chat_completions import ENDED_EARLY, stream_error, timeout_error
 from .events import (
     Finished,
     ProviderEvent,
@@ -42,8 +42,12 @@ from .events import (
     ToolCallStarted,
     Usage,
 )
+from .timeouts import Pacer, StreamTimedOut, StreamTimeouts
 
 NOT_JSON = "The model server sent a stream event that is not valid JSON."
+NO_RESPONSES_API = (
+    "This server may not offer the Responses API: switch the conversation to Chat Completions."
+)
 
 
 async def stream_response(
@@ -56,6 +60,7 @@ async def stream_response(
     previous_response_id: str | None = None,
     store: bool = True,
     max_output_tokens: int | None = None,
+    timeouts: StreamTimeouts | None = None,
 ) -> AsyncIterator[ProviderEvent]:
     """Stream one response as provider events, ending with Finished or StreamError.
 
@@ -64,8 +69,9 @@ async def stream_response(
     """
     turn = _Turn()
     midway = False
+    pacer = Pacer(timeouts)
     try:
-        stream = await client.responses.create(
+        request = client.responses.create(
             model=model,
             input=cast(ResponseInputParam, input),
             instructions=openai.omit if instructions is None else instructions,
@@ -77,20 +83,32 @@ async def stream_response(
             max_output_tokens=openai.omit if max_output_tokens is None else max_output_tokens,
             stream=True,
         )
+        stream = await pacer.wait(request)
         async with stream:
             midway = True
-            async for event in stream:
+            async for event in pacer.events(stream):
                 for provider_event in turn.absorb(event):
                     yield provider_event
                 if turn.failed:
                     return
     except openai.APIError as error:
-        yield stream_error(error, midway=midway)
+        yield responses_error(error, midway=midway)
+    except StreamTimedOut as timed_out:
+        yield timeout_error(timed_out)
     except json.JSONDecodeError:
         yield StreamError(NOT_JSON)
     else:
         for provider_event in turn.finish():
             yield provider_event
+
+
+def responses_error(error: openai.APIError, *, midway: bool) -> StreamError:
+    """`stream_error`, saying so when a 404 means the server has no /v1/responses at all."""
+    failure = stream_error(error, midway=midway)
+    details = failure.details
+    if details.get("status_code") == 404 and details.get("code") != "model_not_found":
+        return StreamError(f"{failure.message} {NO_RESPONSES_API}", details)
+    return failure
 
 
 def responses_tools(chat_tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -193,12 +211,16 @@ class _Turn:
                 self.done_items.append(item)
                 if isinstance(item, ResponseFunctionToolCall):
                     yield from self._absorb_call(item, output_index)
-            case ResponseCompletedEvent(response=response):
+            case (
+                ResponseCompletedEvent(response=response)
+                | ResponseIncompleteEvent(response=response)
+            ):
                 self.response = response
-            case ResponseIncompleteEvent(response=response):
-                self.response = response
-                incomplete = response.incomplete_details
-                self.incomplete_reason = (incomplete.reason if incomplete else None) or "incomplete"
+                # Some servers close an incomplete response with `response.completed`.
+                if isinstance(event, ResponseIncompleteEvent) or response.status == "incomplete":
+                    incomplete = response.incomplete_details
+                    reason = incomplete.reason if incomplete else None
+                    self.incomplete_reason = reason or "incomplete"
             case ResponseFailedEvent(response=response):
                 self.failed = True
                 failure = response.error
