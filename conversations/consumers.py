@@ -190,4 +190,8 @@ def parse_frame(text_data: str | None) -> dict[str, Any]:
         ) from None
     if not isinstance(frame, dict):
         raise services.ChatInputError('That frame was not a JSON object; send {"message": "..."}.')
+    if "action" in frame and frame["action"] not in ("stop", "ping"):
+        raise services.ChatInputError(
+            'Unknown action: send {"action": "stop"} or {"action": "ping"}, or {"message": "..."}.'
+        )
     return frame

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -75,7 +76,9 @@ def server_command(*, port: int | None = None) -> list[str]:
     check_server_installed()
     return [
         sys.executable,
-        "-m",
+        # Ends with this process, even one killed with SIGKILL.
+        str(Path(__file__).with_name("with_parent.py")),
+        str(os.getpid()),
         "llama_cpp.server",
         "--model",
         str(weights_path()),
@@ -134,6 +137,15 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return "\n".join(f"  | {line}" for line in text.strip().splitlines()[-lines:])
 
 
+def port_taken(port: int) -> bool:
+    """Whether something already accepts connections on the local model's port."""
+    try:
+        socket.create_connection((settings.LOCAL_LLM_HOST, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def start_server(
     *,
     port: int | None = None,
@@ -147,6 +159,15 @@ def start_server(
     stall the server.
     """
     port = port or settings.LOCAL_LLM_PORT
+    if port_taken(port):
+        # Without this check the server would fail to bind, and whatever holds the port would
+        # answer in its place.
+        raise LocalModelError(
+            f"Port {port} on {settings.LOCAL_LLM_HOST} is already in use, so the local model "
+            "server cannot start there. A model server left running by an earlier `make run` "
+            "(`pkill -f llama_cpp.server` stops it), or another program? Set LOCAL_LLM_PORT to "
+            "use another port."
+        )
     log_path = log_path or default_log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:

@@ -234,6 +234,7 @@ async def test_stop_from_another_tab_stops_the_run(
         ("this is not json", "not JSON"),
         (json.dumps(["a", "list"]), "not a JSON object"),
         (json.dumps({"message": 42}), "must be text"),
+        (json.dumps({"action": "dance", "message": "hi"}), "Unknown action"),
     ],
 )
 async def test_bad_frames_get_a_clear_error_and_store_nothing(

@@ -66,6 +66,8 @@ def acted_on(frame: str | bytes) -> bool:
         return False
     if data.get("action") == "stop":
         return True
+    if "action" in data:
+        return False  # an unknown action is refused, whatever else the frame holds
     text = data.get("message")
     return isinstance(text, str) and bool(text.strip())
 

@@ -370,3 +370,45 @@ def test_serve_stops_with_one_message_when_the_model_crashes_at_start(tmp_path: 
     assert "Traceback" not in result.stderr
     assert "Serving on" not in result.stdout, "Daphne never started"
     assert time.monotonic() - started < 30
+
+
+def test_a_port_already_taken_gives_one_clear_message(tmp_path: Path) -> None:
+    # What a model server left running by a killed `make run` does to the next one: without the
+    # check, the new server fails to bind and the old one answers the self-test in its place.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(local_model.LocalModelError, match=f"Port {port} .* already in use"):
+            local_model.start_server(port=port, log_path=tmp_path / "log")
+    assert not (tmp_path / "log").exists(), "no server was started"
+
+
+def test_the_model_server_ends_with_a_parent_killed_with_sigkill(tmp_path: Path) -> None:
+    """The local model server is started through with_parent.py, as a child that ends with it."""
+    port = free_port()
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, subprocess, sys, time; "
+            "child = subprocess.Popen([sys.executable, sys.argv[1], str(os.getpid()), "
+            "'http.server', '--bind', '127.0.0.1', sys.argv[2]]); "
+            "print(child.pid, flush=True); time.sleep(600)",
+            str(Path(local_model.__file__).with_name("with_parent.py")),
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    deadline = time.monotonic() + 20
+    while not local_model.port_taken(port):
+        assert time.monotonic() < deadline, "the child never listened"
+        time.sleep(0.1)
+
+    parent.kill()
+    parent.wait()
+
+    deadline = time.monotonic() + 10
+    while local_model.port_taken(port):
+        assert time.monotonic() < deadline, f"the child ({child}) outlived its parent"
+        time.sleep(0.1)
