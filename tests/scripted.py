@@ -64,7 +64,7 @@ class Log:
         self.entries.append(("reasoning", delta))
 
     async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
-        self.entries.append(("started", step, index, name))
+        self.entries.append(("started", step, index, call_id, name))
 
     async def tool_arguments(self, step: int, index: int, delta: str) -> None:
         self.entries.append(("arguments", step, index, delta))
@@ -72,7 +72,7 @@ class Log:
     async def tool_ready(
         self, step: int, index: int, call_id: str, name: str, arguments: str
     ) -> None:
-        self.entries.append(("ready", step, index, arguments))
+        self.entries.append(("ready", step, index, call_id, name, arguments))
 
     async def tool_running(self, step: int, index: int) -> None:
         self.entries.append(("running", step, index))

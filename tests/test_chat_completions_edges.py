@@ -249,6 +249,7 @@ async def test_an_id_arriving_after_the_call_started_does_not_change_it(
 
     [started] = of_type(events, ToolCallStarted)
     assert started.call_id.startswith("call_") and started.call_id != "call_late"
+    assert len(started.call_id) == len("call_") + 24
     assert of_type(events, ToolCallReady) == [
         ToolCallReady(0, started.call_id, "calculator", '{"expression": "5"}')
     ]
@@ -292,3 +293,46 @@ async def test_a_finish_reason_other_than_stop_is_passed_on(
 
     assert text_of(events) == "Once upon a"
     assert events[-1] == Finished("length")
+
+
+async def test_interleaved_calls_told_apart_by_id_alone(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    # A gateway that repeats each call's id on its fragments but sends no index.
+    fake_openai.queue(
+        sse(
+            calls_stream(
+                {"id": "call_a", "function": {"name": "calculator", "arguments": ""}},
+                {"id": "call_b", "function": {"name": "current_time", "arguments": ""}},
+                {"id": "call_a", "function": {"arguments": '{"expression": "1"}'}},
+                {"id": "call_b", "function": {"arguments": '{"timezone": "UTC"}'}},
+            )
+        )
+    )
+
+    events = await collect(client)
+
+    assert of_type(events, ToolCallReady) == [
+        ToolCallReady(0, "call_a", "calculator", '{"expression": "1"}'),
+        ToolCallReady(1, "call_b", "current_time", '{"timezone": "UTC"}'),
+    ]
+
+
+async def test_a_fragment_whose_function_is_null_is_skipped_over(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    fake_openai.queue(
+        sse(
+            calls_stream(
+                {"index": 0, "id": "call_a", "function": {"name": "calculator", "arguments": ""}},
+                {"index": 0, "function": None},
+                {"index": 0, "function": {"arguments": '{"expression": "1"}'}},
+            )
+        )
+    )
+
+    events = await collect(client)
+
+    assert of_type(events, ToolCallReady) == [
+        ToolCallReady(0, "call_a", "calculator", '{"expression": "1"}')
+    ]

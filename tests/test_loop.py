@@ -181,7 +181,8 @@ async def test_an_answer_cut_at_the_token_limit_says_so() -> None:
 async def test_the_observer_hears_each_step_in_order_and_the_model_is_offered_the_tools() -> None:
     provider = scripted(
         [
-            TextDelta("Let me add."),
+            TextDelta("Let me "),
+            TextDelta("add."),
             *call(0, "add", {"a": 2, "b": 3}),
             Usage(5, 6, 11),
             Finished("tool_calls"),
@@ -197,11 +198,12 @@ async def test_the_observer_hears_each_step_in_order_and_the_model_is_offered_th
     assert outcome == LoopOutcome("complete", steps=2)
     assert log.entries == [
         ("step", 1),
-        ("text", "Let me add."),
-        ("started", 1, 0, "add"),
+        ("text", "Let me "),
+        ("text", "add."),
+        ("started", 1, 0, "call_0", "add"),
         ("arguments", 1, 0, '{"a":'),
         ("arguments", 1, 0, ' 2, "b": 3}'),
-        ("ready", 1, 0, '{"a": 2, "b": 3}'),
+        ("ready", 1, 0, "call_0", "add", '{"a": 2, "b": 3}'),
         ("usage", 11),
         ("running", 1, 0),
         ("finished", 1, 0, True, "5"),

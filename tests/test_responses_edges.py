@@ -21,7 +21,11 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from conversations.streaming.responses import chat_messages_to_input, stream_response
+from conversations.streaming.responses import (
+    chat_messages_to_input,
+    responses_tools,
+    stream_response,
+)
 from tests.fake_openai import FakeOpenAI, ResponseEvents, response_tool_calls_stream, sse
 
 INPUT = [{"role": "user", "content": "What is 17*23?"}]
@@ -240,4 +244,36 @@ def test_developer_messages_join_the_instructions_and_odd_content_is_read_as_tex
         {"role": "user", "content": "Parts."},
         {"role": "user", "content": ""},
         {"type": "function_call", "call_id": "call_1", "name": "now", "arguments": ""},
+    ]
+
+
+async def test_an_incomplete_response_without_a_reason_still_ends_as_incomplete(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    response = ResponseEvents()
+    response.message("Once upon", status="incomplete")
+    script = response.incomplete()
+    script[-1]["response"]["incomplete_details"] = None
+    fake_openai.queue(sse(script))
+
+    events = await collect(client)
+
+    assert "".join(e.text for e in of_type(events, TextDelta)) == "Once upon"
+    assert events[-1] == Finished("incomplete")
+
+
+def test_tools_already_in_the_flat_shape_or_built_in_pass_through_in_order() -> None:
+    built_in = {"type": "web_search"}
+    flat = {"type": "function", "name": "now", "parameters": {"type": "object"}}
+    nested = {"type": "function", "function": {"name": "add"}}
+
+    assert responses_tools([built_in, flat, nested]) == [
+        built_in,
+        flat,
+        {
+            "type": "function",
+            "name": "add",
+            "parameters": {"type": "object", "properties": {}},
+            "strict": False,
+        },
     ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import pytest
 
+from conversations.streaming.builtin_tools import CALCULATOR, calculator, format_time
 from conversations.streaming.tools import Tool, Toolbox, ToolResult
 
 OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
@@ -226,3 +228,60 @@ def test_the_description_is_the_docstrings_first_paragraph_on_one_line() -> None
 
     assert Tool.from_function(documented).description == "Look things up, quickly."
     assert Tool.from_function(noop).description == ""
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [("[1, 2]", "List is not allowed"), ("1 < 2", "Compare is not allowed")],
+)
+async def test_the_calculator_names_what_it_does_not_understand(
+    expression: str, reason: str
+) -> None:
+    result = await Toolbox([CALCULATOR]).run("calculator", json.dumps({"expression": expression}))
+
+    assert result.output == f"Error: ValueError: unsupported expression: {reason}"
+
+
+def test_a_moment_without_a_time_zone_is_shown_as_utc() -> None:
+    shown = format_time(datetime(2026, 1, 2, 3, 4, 5))
+
+    assert "(UTC+00:00), Friday; ISO 8601: 2026-01-02T03:04:05" in shown
+
+
+@pytest.mark.parametrize(
+    ("expression", "output"),
+    [
+        ("11" + "+1" * 499, "510"),
+        ("+5", "5"),
+        ("1 ** 10000", "1"),
+        ("10.0 ** 20", "1e+20"),
+    ],
+)
+def test_the_calculator_at_its_limits(expression: str, output: str) -> None:
+    assert calculator(expression) == output
+
+
+def test_the_largest_integer_allowed_is_shown_whole() -> None:
+    assert calculator("2 ** 9999") == str(2**9999)
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("1" * 1001, "expression is longer than 1000 characters"),
+        ("-" * 998 + "1", "expression is too deeply nested"),
+        ("True", "unsupported expression: True is not a real number"),
+        ("2j", "unsupported expression: 2j is not a real number"),
+        ("(2 ** 6000) * (2 ** 6000)", "result is too large"),
+        ("(2 ** 9999) ** 9999", "result is too large"),
+        ("1e308 * 10", "result is too large"),
+        ("10 ** 400 / 3", "result is too large"),
+        ("(-8) ** 0.5", "result is not a real number"),
+        ("1 ** 10001", "exponent 10001 is too large (the limit is 10000)"),
+    ],
+)
+def test_the_calculator_says_exactly_why_it_refuses(expression: str, reason: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        calculator(expression)
+
+    assert str(refused.value) == reason
