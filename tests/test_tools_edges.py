@@ -251,7 +251,7 @@ def test_a_moment_without_a_time_zone_is_shown_as_utc() -> None:
 @pytest.mark.parametrize(
     ("expression", "output"),
     [
-        ("11" + "+1" * 499, "510"),
+        ("9" * 1000, "9" * 1000),
         ("+5", "5"),
         ("1 ** 10000", "1"),
         ("10.0 ** 20", "1e+20"),
