@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
@@ -180,9 +180,10 @@ async def test_half_a_tagged_tool_call_at_a_break_is_not_announced(
 async def test_the_same_tool_called_twice_without_ids_or_indexes_is_two_calls(
     fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
 ) -> None:
-    first = {"function": {"name": "calculator", "arguments": '{"expression": "1+1"}'}}
+    first = {"function": {"name": "calculator", "arguments": '{"expression": '}}
+    rest = {"function": {"arguments": '"1+1"}'}}
     second = {"function": {"name": "calculator", "arguments": '{"expression": "2+2"}'}}
-    fake_openai.queue(sse(calls_stream(first, second, finish_reason="stop")))
+    fake_openai.queue(sse(calls_stream(first, rest, second, finish_reason="stop")))
 
     events = await collect(client)
 
@@ -336,3 +337,27 @@ async def test_a_fragment_whose_function_is_null_is_skipped_over(
     assert of_type(events, ToolCallReady) == [
         ToolCallReady(0, "call_a", "calculator", '{"expression": "1"}')
     ]
+
+
+async def test_a_json_body_with_two_broken_calls_of_one_tool_keeps_them_apart(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    broken = {"type": "function", "function": {"name": "calculator", "arguments": '{"e'}}
+    message = {"role": "assistant", "content": None, "tool_calls": [broken, broken]}
+    body = Completion().whole(message, "tool_calls")
+    body["choices"].insert(0, "not a choice")
+    fake_openai.queue(json_body(body))
+
+    events = await collect(client)
+
+    assert ready_calls(events) == [(0, "calculator", '{"e'), (1, "calculator", '{"e')]
+
+
+async def test_a_json_body_that_is_not_an_object_is_an_answer_that_ended_early(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    fake_openai.queue(json_body(cast(dict[str, Any], ["not", "an", "object"])))
+
+    events = await collect(client)
+
+    assert events == [StreamError(ENDED_EARLY)]

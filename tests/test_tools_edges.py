@@ -179,10 +179,16 @@ def test_schemas_for_mappings_lists_any_and_optional_choices() -> None:
 
 
 def test_a_nullable_union_of_several_types_offers_null_as_a_choice() -> None:
-    def pick(value: int | str | None, choice: Literal[1, "one"] | None) -> None:
+    def pick(
+        value: int | str | None,
+        choice: Literal[1, "one"] | None,
+        anything: Any | None,
+    ) -> None:
         pass
 
     properties = Tool.from_function(pick).parameters["properties"]
+
+    assert properties["anything"] == {"anyOf": [{}, {"type": "null"}]}
 
     assert properties["value"] == {
         "anyOf": [{"type": "integer"}, {"type": "string"}, {"type": "null"}]
