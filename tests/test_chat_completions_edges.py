@@ -19,7 +19,15 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from tests.fake_openai import Completion, FakeOpenAI, error, json_body, sse, text_stream
+from tests.fake_openai import (
+    Completion,
+    ErrorResponse,
+    FakeOpenAI,
+    error,
+    json_body,
+    sse,
+    text_stream,
+)
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -80,7 +88,11 @@ async def test_a_stream_cut_midway_says_the_connection_broke_not_that_it_was_unr
     assert text_of(events) == "one two"
     error_event = events[-1]
     assert isinstance(error_event, StreamError)
-    assert error_event.message.startswith("The connection to the model server broke off")
+    # The reason is httpx's, the cause of the SDK's own "Connection error.".
+    assert error_event.message == (
+        "The connection to the model server broke off: peer closed connection without sending"
+        " complete message body (incomplete chunked read)"
+    )
     assert error_event.details == {"kind": "connection", "midway": True}
 
 
@@ -92,7 +104,7 @@ async def test_an_unreachable_server_is_a_connection_error_before_any_answer() -
         [event] = await collect(client)
 
     assert isinstance(event, StreamError)
-    assert event.message.startswith("Could not reach the model server: ")
+    assert event.message == "Could not reach the model server: All connection attempts failed"
     assert event.details == {"kind": "connection", "midway": False}
 
 
@@ -271,6 +283,37 @@ async def test_only_the_first_choice_is_the_answer(
     events = await collect(client)
 
     assert events == [TextDelta("first"), Finished("stop")]
+
+
+@pytest.mark.parametrize(
+    ("counts", "usage"),
+    [
+        ({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 9}, Usage(3, 4, 9)),
+        ({"completion_tokens": 4}, Usage(0, 4, 4)),
+        ({"prompt_tokens": 3, "completion_tokens": None}, Usage(3, 0, 3)),
+    ],
+)
+async def test_usage_takes_the_servers_counts_and_zero_for_the_missing(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI, counts: dict[str, Any], usage: Usage
+) -> None:
+    chunk = {**Completion().usage(0, 0), "usage": counts}
+    fake_openai.queue(sse([*text_stream("Hi.", usage=None), chunk]))
+
+    events = await collect(client)
+
+    assert events[-2:] == [usage, Finished("stop")]
+
+
+async def test_an_error_body_that_is_plain_text_is_shown(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    fake_openai.queue(ErrorResponse(502, cast(dict[str, Any], "Bad Gateway")))
+
+    events = await collect(client)
+
+    assert events == [
+        StreamError("The model server answered 502: Bad Gateway", {"status_code": 502})
+    ]
 
 
 async def test_usage_without_a_total_adds_up_its_parts(

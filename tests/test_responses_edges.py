@@ -130,6 +130,7 @@ async def test_arguments_deltas_without_an_item_id_follow_the_output_index(
     events = await collect(client)
 
     deltas = of_type(events, ToolArgumentsDelta)
+    assert len(deltas) == 3
     assert {d.index for d in deltas} == {0}
     assert "".join(d.delta for d in deltas) == SEVENTEEN
     assert of_type(events, ToolCallReady)[0].arguments == SEVENTEEN
@@ -277,3 +278,49 @@ def test_tools_already_in_the_flat_shape_or_built_in_pass_through_in_order() -> 
             "strict": False,
         },
     ]
+
+
+async def test_function_calls_without_item_ids_are_followed_by_output_index(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    script = response_tool_calls_stream(
+        [("calculator", SEVENTEEN), ("calculator", '{"expression": "1+1"}')], pieces=2
+    )
+    for event in script:
+        event.pop("item_id", None)
+        if isinstance(event.get("item"), dict):
+            event["item"].pop("id", None)
+        for item in event.get("response", {}).get("output", []):
+            item.pop("id", None)
+    fake_openai.queue(sse(script))
+
+    events = await collect(client)
+
+    assert [(s.index, s.name) for s in of_type(events, ToolCallStarted)] == [
+        (0, "calculator"),
+        (1, "calculator"),
+    ]
+    assert [
+        len([d for d in of_type(events, ToolArgumentsDelta) if d.index == i]) for i in (0, 1)
+    ] == [2, 2]
+    assert [r.arguments for r in of_type(events, ToolCallReady)] == [
+        SEVENTEEN,
+        '{"expression": "1+1"}',
+    ]
+
+
+async def test_arguments_the_deltas_left_out_arrive_with_the_finished_call(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    script = response_tool_calls_stream([("calculator", SEVENTEEN)], pieces=3)
+    last_delta = max(
+        i for i, e in enumerate(script) if e["type"] == "response.function_call_arguments.delta"
+    )
+    fake_openai.queue(sse([*script[:last_delta], *script[last_delta + 1 :]]))
+
+    events = await collect(client)
+
+    deltas = [d.delta for d in of_type(events, ToolArgumentsDelta)]
+    assert len(deltas) == 3
+    assert "".join(deltas) == SEVENTEEN
+    assert of_type(events, ToolCallReady)[0].arguments == SEVENTEEN

@@ -71,6 +71,11 @@ def test_a_timeout_that_is_not_positive_is_refused(timeout: float) -> None:
         Tool("noop", "Nothing.", OBJECT, noop, timeout=timeout)
 
 
+def test_a_tool_has_ten_seconds_unless_told_otherwise() -> None:
+    assert Tool.from_function(noop).timeout == 10.0
+    assert Tool("noop", "", OBJECT, noop).timeout == 10.0
+
+
 def test_a_tiny_positive_timeout_is_accepted() -> None:
     assert Tool("noop", "Nothing.", OBJECT, noop, timeout=0.001).timeout == 0.001
 
@@ -230,6 +235,8 @@ def test_the_description_is_the_docstrings_first_paragraph_on_one_line() -> None
         up, quickly.
 
         Not this part.
+
+        Nor this one.
         """
 
     assert Tool.from_function(documented).description == "Look things up, quickly."
