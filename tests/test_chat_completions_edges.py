@@ -12,6 +12,7 @@ from conversations.streaming.chat_completions import ENDED_EARLY, stream_chat_co
 from conversations.streaming.events import (
     Finished,
     ProviderEvent,
+    ReasoningDelta,
     StreamError,
     TextDelta,
     ToolArgumentsDelta,
@@ -404,3 +405,16 @@ async def test_a_json_body_that_is_not_an_object_is_an_answer_that_ended_early(
     events = await collect(client)
 
     assert events == [StreamError(ENDED_EARLY)]
+
+
+async def test_a_reasoning_field_that_is_not_text_is_passed_over(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    completion = Completion()
+    delta = {"reasoning_content": {"type": "summary"}, "reasoning": "Thinking."}
+    fake_openai.queue(sse([completion.chunk(delta), *text_stream("Done.")]))
+
+    events = await collect(client)
+
+    assert [e for e in events if isinstance(e, ReasoningDelta)] == [ReasoningDelta("Thinking.")]
+    assert text_of(events) == "Done."
