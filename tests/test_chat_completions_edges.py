@@ -418,3 +418,16 @@ async def test_a_reasoning_field_that_is_not_text_is_passed_over(
 
     assert [e for e in events if isinstance(e, ReasoningDelta)] == [ReasoningDelta("Thinking.")]
     assert text_of(events) == "Done."
+
+
+async def test_an_answer_that_is_json_naming_something_stays_text(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    answer = '{"name": "Ada Lovelace", "arguments": {"born": 1815}}'
+    fake_openai.queue(sse(text_stream(answer, pieces=1)))
+
+    events = await collect(client)
+
+    assert text_of(events) == answer
+    assert not of_type(events, ToolCallStarted)
+    assert events[-1] == Finished("stop")
