@@ -72,7 +72,9 @@ async def test_a_closing_event_without_output_falls_back_to_the_streamed_items(
     ]
     [done] = of_type(events, ResponseDone)
     assert [item["type"] for item in done.output] == ["message", "function_call", "function_call"]
-    assert done.output[1]["arguments"] == SEVENTEEN
+    # Each item exactly as the server sent it, to replay unstored: no empty fields added.
+    sent = [e["item"] for e in script if e["type"] == "response.output_item.done"]
+    assert done.output == sent
     assert events[-1] == Finished("tool_calls")
 
 
@@ -169,18 +171,19 @@ async def test_reasoning_parts_are_separated_by_a_blank_line_once_each(
     assert "".join(e.text for e in of_type(events, TextDelta)) == "Done."
 
 
+@pytest.mark.parametrize(("counts", "usage"), [((4, 5), Usage(4, 5, 9)), ((0, 0), Usage(0, 0, 0))])
 async def test_usage_without_a_total_adds_up_its_parts(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI, counts: tuple[int, int], usage: Usage
 ) -> None:
     response = ResponseEvents()
     response.message("Hi.")
-    script = response.completed(usage=(4, 5))
+    script = response.completed(usage=counts)
     script[-1]["response"]["usage"]["total_tokens"] = 0
     fake_openai.queue(sse(script))
 
     events = await collect(client)
 
-    assert events[-2:] == [Usage(4, 5, 9), Finished("stop")]
+    assert events[-2:] == [usage, Finished("stop")]
 
 
 async def test_a_failure_without_details_still_says_the_model_failed(
@@ -324,3 +327,38 @@ async def test_arguments_the_deltas_left_out_arrive_with_the_finished_call(
     assert len(deltas) == 3
     assert "".join(deltas) == SEVENTEEN
     assert of_type(events, ToolCallReady)[0].arguments == SEVENTEEN
+
+
+@pytest.mark.parametrize("sent", ["the arguments' done event", "deltas only"])
+async def test_a_call_streamed_without_its_finished_item_still_has_all_its_arguments(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI, sent: str
+) -> None:
+    script = without_output(response_tool_calls_stream([("calculator", SEVENTEEN)], pieces=3))
+    kept = [e for e in script if e["type"] != "response.output_item.done"]
+    if sent == "deltas only":
+        kept = [e for e in kept if e["type"] != "response.function_call_arguments.done"]
+    else:
+        last_delta = max(
+            i for i, e in enumerate(kept) if e["type"] == "response.function_call_arguments.delta"
+        )
+        del kept[last_delta]
+    fake_openai.queue(sse(kept))
+
+    events = await collect(client)
+
+    assert "".join(d.delta for d in of_type(events, ToolArgumentsDelta)) == SEVENTEEN
+    assert of_type(events, ToolCallReady)[0].arguments == SEVENTEEN
+
+
+async def test_raw_reasoning_from_two_items_is_two_paragraphs(
+    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    response = ResponseEvents()
+    response.reasoning_text("First.", pieces=2)
+    response.reasoning_text("Second.", pieces=2)
+    response.message("Done.")
+    fake_openai.queue(sse(response.completed()))
+
+    events = await collect(client)
+
+    assert "".join(e.text for e in of_type(events, ReasoningDelta)) == "First.\n\nSecond."
