@@ -362,3 +362,15 @@ async def test_raw_reasoning_from_two_items_is_two_paragraphs(
     events = await collect(client)
 
     assert "".join(e.text for e in of_type(events, ReasoningDelta)) == "First.\n\nSecond."
+
+
+async def test_an_unreachable_server_is_unreachable_not_a_broken_stream() -> None:
+    fake = FakeOpenAI().start()
+    base_url = fake.base_url
+    fake.stop()
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0) as client:
+        [event] = await collect(client)
+
+    assert isinstance(event, StreamError)
+    assert event.message == "Could not reach the model server: All connection attempts failed"
+    assert event.details == {"kind": "connection", "midway": False}
