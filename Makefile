@@ -18,7 +18,7 @@ LLAMA_SETTINGS = $(if $(LLAMA_CMAKE_ARGS),--config-settings-package "llama-cpp-p
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
-.PHONY: run test test-backends install uv browser lint bench
+.PHONY: run test test-backends install uv browser lint bench mutate
 
 uv:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -62,6 +62,13 @@ lint: install
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	SECRET_KEY=lint $(VENV)/mypy conversations chatsite
+
+# Mutation testing of conversations/streaming with its fast tests ([tool.mutmut] in pyproject.toml);
+# not part of `make test`. MUTATE="conversations.streaming.tools*" runs one module's mutants only.
+MUTATE ?=
+mutate: install
+	$(VENV)/mutmut run $(MUTATE)
+	$(VENV)/mutmut results
 
 # Many live streams through this project, the direct SDK and Chainlit (docs/performance.md).
 # The PostgreSQL + Redis part needs both on 127.0.0.1; BENCH_ARGS="--streams 50 --no-peer" etc.

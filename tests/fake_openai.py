@@ -40,6 +40,7 @@ class ErrorResponse:
 @dataclass(frozen=True, slots=True)
 class JSONResponse:
     body: dict[str, Any]
+    content_type: str = "application/json"
 
 
 Script = SSEResponse | ErrorResponse | JSONResponse
@@ -75,9 +76,11 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> E
     )
 
 
-def json_body(completion: dict[str, Any]) -> JSONResponse:
+def json_body(
+    completion: dict[str, Any], *, content_type: str = "application/json"
+) -> JSONResponse:
     """Answer with one plain JSON body (e.g. `Completion.whole(...)`), even to a stream request."""
-    return JSONResponse(completion)
+    return JSONResponse(completion, content_type)
 
 
 _completion_ids = itertools.count(1)
@@ -602,14 +605,21 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(script, ErrorResponse):
             self._send_json(script.status, script.body, script.headers)
         elif isinstance(script, JSONResponse):
-            self._send_json(200, script.body)
+            self._send_json(200, script.body, content_type=script.content_type)
         else:
             self._stream(script)
 
-    def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    def _send_json(
+        self,
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        *,
+        content_type: str = "application/json",
+    ) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)

@@ -16,48 +16,9 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from conversations.streaming.loop import ChatCompletionsSession, run_tool_loop
+from conversations.streaming.loop import ChatCompletionsSession, LoopOutcome, run_tool_loop
 from conversations.streaming.tools import Tool, Toolbox, ToolResult
-from tests.scripted import call, scripted
-
-
-class Log:
-    """Records what the loop reported, in order."""
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[Any, ...]] = []
-
-    async def step_started(self, step: int) -> None:
-        self.entries.append(("step", step))
-
-    async def text(self, delta: str) -> None:
-        self.entries.append(("text", delta))
-
-    async def reasoning_delta(self, delta: str) -> None:
-        self.entries.append(("reasoning", delta))
-
-    async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
-        self.entries.append(("started", step, index, name))
-
-    async def tool_arguments(self, step: int, index: int, delta: str) -> None:
-        self.entries.append(("arguments", step, index, delta))
-
-    async def tool_ready(
-        self, step: int, index: int, call_id: str, name: str, arguments: str
-    ) -> None:
-        self.entries.append(("ready", step, index, arguments))
-
-    async def tool_running(self, step: int, index: int) -> None:
-        self.entries.append(("running", step, index))
-
-    async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
-        self.entries.append(("finished", step, index, result.ok, result.output))
-
-    async def usage(self, usage: Usage) -> None:
-        self.entries.append(("usage", usage.total_tokens))
-
-    def of(self, kind: str) -> list[tuple[Any, ...]]:
-        return [entry for entry in self.entries if entry[0] == kind]
+from tests.scripted import Log, call, scripted
 
 
 def add(a: int, b: int) -> int:
@@ -215,3 +176,133 @@ async def test_an_answer_cut_at_the_token_limit_says_so() -> None:
         "complete",
         "The answer was cut off at the token limit.",
     )
+
+
+async def test_the_observer_hears_each_step_in_order_and_the_model_is_offered_the_tools() -> None:
+    provider = scripted(
+        [
+            TextDelta("Let me "),
+            TextDelta("add."),
+            *call(0, "add", {"a": 2, "b": 3}),
+            Usage(5, 6, 11),
+            Finished("tool_calls"),
+        ],
+        [ReasoningDelta("Easy."), TextDelta("5."), Usage(7, 1, 8), Finished("stop")],
+    )
+    log = Log()
+
+    outcome = await run_tool_loop(
+        session=ChatCompletionsSession(provider, []), toolbox=TOOLS, observer=log, max_steps=8
+    )
+
+    assert outcome == LoopOutcome("complete", steps=2)
+    assert log.entries == [
+        ("step", 1),
+        ("text", "Let me "),
+        ("text", "add."),
+        ("started", 1, 0, "call_0", "add"),
+        ("arguments", 1, 0, '{"a":'),
+        ("arguments", 1, 0, ' 2, "b": 3}'),
+        ("ready", 1, 0, "call_0", "add", '{"a": 2, "b": 3}'),
+        ("usage", 11),
+        ("running", 1, 0),
+        ("finished", 1, 0, True, "5"),
+        ("step", 2),
+        ("reasoning", "Easy."),
+        ("text", "5."),
+        ("usage", 8),
+    ]
+    assert provider.offered == [TOOLS.chat_completions_schema()] * 2
+    assert provider.offered[0][0]["function"]["name"] == "add"
+    # The text said before the call goes back with it.
+    assert provider.seen[1][0]["content"] == "Let me add."
+
+
+async def test_a_step_with_calls_and_no_text_sends_no_content() -> None:
+    provider = scripted(
+        [*call(0, "add", {"a": 1, "b": 1}), Finished("tool_calls")],
+        [TextDelta("2"), Finished("stop")],
+    )
+
+    await run_tool_loop(
+        session=ChatCompletionsSession(provider, []), toolbox=TOOLS, observer=Log(), max_steps=8
+    )
+
+    assistant = provider.seen[1][0]
+    assert assistant == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_0",
+                "type": "function",
+                "function": {"name": "add", "arguments": '{"a": 1, "b": 1}'},
+            }
+        ],
+    }
+
+
+async def test_a_failed_stream_reports_its_step_and_details() -> None:
+    provider = scripted(
+        [*call(0, "add", {"a": 1, "b": 1}), Finished("tool_calls")],
+        [StreamError("The connection broke off", {"kind": "connection"})],
+    )
+    log = Log()
+
+    outcome = await run_tool_loop(
+        session=ChatCompletionsSession(provider, []), toolbox=TOOLS, observer=log, max_steps=8
+    )
+
+    assert outcome == LoopOutcome("failed", "The connection broke off", 2, {"kind": "connection"})
+    assert log.of("step") == [("step", 1), ("step", 2)]
+
+
+async def test_the_step_limit_says_how_many_calls_were_made() -> None:
+    provider = scripted(*[[*call(0, "add", {"a": 1, "b": 1}), Finished("tool_calls")]] * 2)
+    log = Log()
+
+    outcome = await run_tool_loop(
+        session=ChatCompletionsSession(provider, []), toolbox=TOOLS, observer=log, max_steps=2
+    )
+
+    assert outcome == LoopOutcome(
+        "step_limit",
+        "Stopped after 2 model calls, the step limit; the answer may be incomplete.",
+        2,
+    )
+    assert log.of("finished") == [("finished", 1, 0, True, "2"), ("finished", 2, 0, True, "2")]
+
+
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("max_output_tokens", "The answer was cut off at the token limit."),
+        ("max_tokens", "The answer was cut off at the token limit."),
+        ("content_filter", "The answer was cut off by the provider's content filter."),
+        ("stop", ""),
+        ("end_turn", ""),
+    ],
+)
+async def test_how_an_answer_ended_is_told(reason: str, message: str) -> None:
+    provider = scripted([TextDelta("Some"), Finished(reason)])
+
+    outcome = await run_tool_loop(
+        session=ChatCompletionsSession(provider, []), toolbox=TOOLS, observer=Log(), max_steps=8
+    )
+
+    assert outcome == LoopOutcome("complete", message, 1)
+
+
+async def test_calls_cut_at_the_token_limit_still_run() -> None:
+    provider = scripted(
+        [*call(0, "add", {"a": 4, "b": 4}), Finished("length")],
+        [TextDelta("8"), Finished("stop")],
+    )
+    log = Log()
+
+    outcome = await run_tool_loop(
+        session=ChatCompletionsSession(provider, []), toolbox=TOOLS, observer=log, max_steps=8
+    )
+
+    assert outcome == LoopOutcome("complete", steps=2)
+    assert log.of("finished") == [("finished", 1, 0, True, "8")]

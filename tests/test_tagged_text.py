@@ -128,3 +128,7 @@ def test_malformed_json_keeps_its_raw_text_as_the_arguments() -> None:
 @pytest.mark.parametrize("body", ["not json at all", '["calculator"]', '{"arguments": {}}'])
 def test_a_body_that_names_no_tool_is_not_a_call(body: str) -> None:
     assert parse_tool_call(body) is None
+
+
+def test_leading_spaces_of_the_first_piece_are_kept() -> None:
+    assert TaggedTextScanner().feed("    indented code") == [Segment("text", "    indented code")]
