@@ -30,6 +30,12 @@ ASSISTANT = re.compile(r'<article id="message-(\d+)" class="message role-assista
 ENDED = {"complete", "failed", "cancelled", "interrupted"}
 
 
+def page_origin(socket_url: str) -> str:
+    """The Origin a browser sends with the socket: the page's scheme, host and port."""
+    scheme, _, rest = socket_url.partition("://")
+    return f"{'https' if scheme == 'wss' else 'http'}://{rest.split('/', 1)[0]}"
+
+
 class Page:
     def __init__(self, url: str, cookie: str, answer: Answer | None) -> None:
         self.url = url
@@ -42,7 +48,7 @@ class Page:
     async def open(self) -> None:
         self.socket = await connect(
             self.url,
-            additional_headers={"Cookie": self.cookie, "Origin": "http://localhost"},
+            additional_headers={"Cookie": self.cookie, "Origin": page_origin(self.url)},
             max_size=None,
             open_timeout=60,
         )

@@ -372,6 +372,7 @@ class Bench:
 
 
 async def hold_open(pages: list[dict[str, str]], measure: Any) -> int:
+    from client import page_origin
     from websockets.asyncio.client import connect
 
     sockets = []
@@ -379,7 +380,7 @@ async def hold_open(pages: list[dict[str, str]], measure: Any) -> int:
         sockets.append(
             await connect(
                 page["url"],
-                additional_headers={"Cookie": page["cookie"], "Origin": "http://localhost"},
+                additional_headers={"Cookie": page["cookie"], "Origin": page_origin(page["url"])},
             )
         )
         await sockets[-1].recv()
