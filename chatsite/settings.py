@@ -272,6 +272,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # django-axes logs every successful login and cleanup at INFO; failures and lockouts are
+    # warnings, and those still show.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 # The model. LLM_BACKEND "auto" uses OPENAI_API_KEY / OPENAI_BASE_URL when either is set and the
