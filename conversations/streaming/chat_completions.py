@@ -26,7 +26,7 @@ from .events import (
     Usage,
 )
 from .tagged_text import Segment, TaggedTextScanner, parse_tool_call
-from .timeouts import TIMED_OUT, Pacer, StreamTimedOut, StreamTimeouts
+from .timeouts import TIMED_OUT, EventClock, StreamTimedOut, StreamTimeouts
 
 UNREACHABLE = "Could not reach the model server"
 # StreamError.details["kind"] when the connection failed or broke, rather than the server saying no.
@@ -49,7 +49,7 @@ async def stream_chat_completion(
 
     Closing the generator (or cancelling its consumer) closes the HTTP response.
     """
-    pacer = Pacer(timeouts)
+    clock = EventClock(timeouts)
     # The raw response, because some servers answer a stream request with one plain JSON
     # body, which the SDK's stream parser would read as an empty stream.
     request = client.chat.completions.with_streaming_response.create(
@@ -64,11 +64,11 @@ async def stream_chat_completion(
     midway = False
     try:
         async with contextlib.AsyncExitStack() as exit_stack:
-            response = await pacer.wait(exit_stack.enter_async_context(request))
+            response = await clock.wait(exit_stack.enter_async_context(request))
             midway = True
             content_type = response.headers.get("content-type", "").split(";")[0].strip()
             if content_type.endswith("json"):
-                body = await pacer.wait(response.json())
+                body = await clock.wait(response.json())
                 for event in turn.absorb(_completion_as_chunk(body)):
                     yield event
             else:
@@ -76,7 +76,7 @@ async def stream_chat_completion(
                 # as the JSON it arrived as: building a pydantic model for every chunk was a
                 # third of the server's CPU per relayed token.
                 chunks = await response.parse(to=openai.AsyncStream[object])
-                async for chunk in pacer.events(chunks):
+                async for chunk in clock.events(chunks):
                     for event in turn.absorb(chunk):
                         yield event
     except openai.APIError as error:

@@ -42,7 +42,7 @@ from .events import (
     ToolCallStarted,
     Usage,
 )
-from .timeouts import Pacer, StreamTimedOut, StreamTimeouts
+from .timeouts import EventClock, StreamTimedOut, StreamTimeouts
 
 NOT_JSON = "The model server sent a stream event that is not valid JSON."
 NO_RESPONSES_API = (
@@ -69,7 +69,7 @@ async def stream_response(
     """
     turn = _Turn()
     midway = False
-    pacer = Pacer(timeouts)
+    clock = EventClock(timeouts)
     try:
         request = client.responses.create(
             model=model,
@@ -83,10 +83,10 @@ async def stream_response(
             max_output_tokens=openai.omit if max_output_tokens is None else max_output_tokens,
             stream=True,
         )
-        stream = await pacer.wait(request)
+        stream = await clock.wait(request)
         async with stream:
             midway = True
-            async for event in pacer.events(stream):
+            async for event in clock.events(stream):
                 for provider_event in turn.absorb(event):
                     yield provider_event
                 if turn.failed:

@@ -40,7 +40,7 @@ class StreamTimedOut(Exception):
         super().__init__(message)
 
 
-class Pacer:
+class EventClock:
     """Times one stream: the first event against `first_event`, each later one against `idle`.
 
     Only the waits for the server count, never the consumer's time between events. One timer
