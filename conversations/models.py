@@ -98,12 +98,20 @@ class ToolCall(models.Model):
     class Status(models.TextChoices):
         STREAMING = "streaming"
         PENDING = "pending"
+        AWAITING_APPROVAL = "awaiting_approval"
         RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        DENIED = "denied"
         CANCELLED = "cancelled"
 
-    FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED})
+    class Decision(models.TextChoices):
+        APPROVED = "approved"
+        DENIED = "denied"
+        TIMED_OUT = "timed_out", "timed out"
+
+    # Ended with an output the model saw (a denial's output says why).
+    FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DENIED})
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="tool_calls")
     step = models.PositiveSmallIntegerField(default=1)
@@ -118,6 +126,14 @@ class ToolCall(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.STREAMING)
     output = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    decision = models.CharField(
+        max_length=20, choices=Decision.choices, blank=True, help_text="For a tool that asks first."
+    )
+    decided_by = models.CharField(
+        max_length=150, blank=True, help_text="The username of whoever approved or denied it."
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True, help_text="Why it was denied, if anyone said.")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -138,3 +154,27 @@ class ToolCall(models.Model):
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+class ApiToken(models.Model):
+    """A secret a program sends as `Authorization: Bearer <token>`; only its SHA-256 is kept."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for.")
+    prefix = models.CharField(max_length=16, help_text="The token's first characters, shown.")
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the token.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None

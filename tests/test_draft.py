@@ -234,6 +234,10 @@ def test_a_draft_restored_from_its_state_renders_like_the_original() -> None:
                 "error": "",
                 "started_at": STARTED.isoformat(),
                 "finished_at": STARTED.isoformat(),
+                "decision": "",
+                "decided_by": "",
+                "decided_at": None,
+                "decision_reason": "",
             }
         ],
     }

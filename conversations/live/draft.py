@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 IN_PROGRESS = frozenset({"queued", "streaming"})
 # A call that ended with one of these has an output the model saw.
-ANSWERED = frozenset({"succeeded", "failed"})
+ANSWERED = frozenset({"succeeded", "failed", "denied"})
 
 
 class SequenceGap(Exception):
@@ -81,6 +81,10 @@ class CallDraft:
     error: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    decision: str = ""
+    decided_by: str = ""
+    decided_at: datetime | None = None
+    decision_reason: str = ""
 
     @property
     def duration(self) -> timedelta | None:
@@ -146,7 +150,12 @@ CALL_FIELDS = (
     "error",
     "started_at",
     "finished_at",
+    "decision",
+    "decided_by",
+    "decided_at",
+    "decision_reason",
 )
+CALL_TIMES = ("started_at", "finished_at", "decided_at")
 
 
 def call_fields(call: object) -> dict[str, Any]:
@@ -160,7 +169,7 @@ def answer_state(answer: AnswerDraft | Message) -> dict[str, Any]:
     for step in answer.tool_call_steps():
         for call in step:
             fields = call_fields(call)
-            for name in ("started_at", "finished_at"):
+            for name in CALL_TIMES:
                 fields[name] = fields[name].isoformat() if fields[name] else None
             calls.append(fields)
     return {
@@ -307,9 +316,14 @@ class AnswerDraft:
         if event.arguments is not None:
             call.arguments = event.arguments
             call.parsed_arguments = event.parsed
+        if event.decision:
+            call.decision = event.decision
+            call.decided_by = event.decided_by
+            call.decided_at = parse_time(event.at)
+            call.decision_reason = event.reason
         if event.status == "running":
             call.started_at = parse_time(event.at)
-        elif event.status != "pending":
+        elif event.status not in ("pending", "awaiting_approval"):
             call.output = event.output
             call.error = event.error
             call.finished_at = parse_time(event.at)
@@ -446,9 +460,10 @@ class AnswerDraft:
         self.retry = None
         self.calls = {}
         for data in state["tool_calls"]:
-            fields = {name: data[name] for name in CALL_FIELDS}
-            fields["started_at"] = parse_time(fields["started_at"])
-            fields["finished_at"] = parse_time(fields["finished_at"])
+            # A state from a process that predates the decision fields has none.
+            fields = {name: data[name] for name in CALL_FIELDS if name in data}
+            for name in CALL_TIMES:
+                fields[name] = parse_time(fields.get(name))
             call = CallDraft(message_id=self.id, **fields)
             self.calls[(call.step, call.index)] = call
         self.calls_version += 1

@@ -33,14 +33,14 @@ class StepStarted:
 
 @dataclass(frozen=True, slots=True)
 class TextAppended:
-    TYPE: ClassVar[str] = "text"
+    TYPE: ClassVar[str] = "text.delta"
     seq: int
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class ReasoningAppended:
-    TYPE: ClassVar[str] = "reasoning"
+    TYPE: ClassVar[str] = "reasoning.delta"
     seq: int
     text: str
 
@@ -49,7 +49,7 @@ class ReasoningAppended:
 class CallStarted:
     """The model began a tool call; `text_offset` is how much answer text came before it."""
 
-    TYPE: ClassVar[str] = "tool.started"
+    TYPE: ClassVar[str] = "tool.created"
     seq: int
     step: int
     index: int
@@ -72,7 +72,9 @@ class CallArgumentsAppended:
 
 @dataclass(frozen=True, slots=True)
 class CallChanged:
-    """A call's new status: pending (with its whole arguments), running, or how it ended."""
+    """A call's new status: pending (with its whole arguments), awaiting_approval, running, or
+    how it ended. The status after someone decided on a call that asks first carries the
+    `decision` (approved, denied, timed_out), who made it and why."""
 
     TYPE: ClassVar[str] = "tool.status"
     seq: int
@@ -84,6 +86,9 @@ class CallChanged:
     output: str = ""
     error: str = ""
     at: str = ""
+    decision: str = ""
+    decided_by: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,38 @@
+"""The JSON API's shapes: how messages and tool calls look to programs (docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..live.draft import answer_state
+
+if TYPE_CHECKING:
+    from ..live.draft import AnswerDraft
+    from ..models import Message
+
+
+def tool_call_id(*, message_id: int, step: int, index: int) -> str:
+    """A tool call's id in the API: unique on the site and known from the call's first event."""
+    return f"{message_id}:{step}:{index}"
+
+
+def tool_call_position(value: object) -> tuple[int, int, int] | None:
+    """(message_id, step, index) of an API tool call id, or None if `value` is not one."""
+    if not isinstance(value, str):
+        return None
+    parts = value.split(":")
+    if len(parts) != 3 or not all(part.isascii() and part.isdigit() for part in parts):
+        return None
+    message_id, step, index = (int(part) for part in parts)
+    return message_id, step, index
+
+
+def message_state(message: Message | AnswerDraft) -> dict[str, Any]:
+    """The whole message as the API shows it: its role, and an id on every tool call."""
+    state = answer_state(message)
+    state["role"] = message.role
+    for call in state["tool_calls"]:
+        call["tool_call_id"] = tool_call_id(
+            message_id=state["id"], step=call["step"], index=call["index"]
+        )
+    return state
