@@ -61,7 +61,7 @@ test-backends: install
 lint: install
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
-	SECRET_KEY=lint $(VENV)/mypy conversations chatsite
+	SECRET_KEY=lint $(VENV)/mypy conversations chatsite examples
 
 # Mutation testing of conversations/streaming with its fast tests ([tool.mutmut] in pyproject.toml);
 # not part of `make test`. MUTATE="conversations.streaming.tools*" runs one module's mutants only.
