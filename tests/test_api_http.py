@@ -289,6 +289,9 @@ def test_reading_a_conversation_takes_the_same_queries_however_long_it_is(user: 
 # Delete
 
 
+# Stopping goes through channels' database_sync_to_async, which closes a connection left in
+# a transaction, as a test's is: these tests commit.
+@pytest.mark.django_db(transaction=True)
 def test_delete_removes_the_conversation(user: User) -> None:
     conversation = conversation_with_tools(user)
     client = api_client(user)
@@ -300,6 +303,7 @@ def test_delete_removes_the_conversation(user: User) -> None:
     assert client.get(urls(conversation.pk)["one"]).status_code == 404
 
 
+@pytest.mark.django_db(transaction=True)
 def test_delete_ends_an_answer_no_process_runs(user: User) -> None:
     conversation = conversation_with_tools(user)
     running = Message.objects.create(
