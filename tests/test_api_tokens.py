@@ -265,7 +265,7 @@ def test_the_command_creates_lists_and_revokes(user: User) -> None:
     raw = out.getvalue().strip()
     assert TOKEN.fullmatch(raw)
     assert token_authenticate(raw=raw) == user
-    assert ApiToken.objects.get().name == "cron"
+    assert list(ApiToken.objects.values_list("name", flat=True)) == ["cron"]
 
     listing = io.StringIO()
     call_command("api_token", "list", "alice", stdout=listing)
@@ -276,6 +276,11 @@ def test_the_command_creates_lists_and_revokes(user: User) -> None:
     call_command("api_token", "revoke", raw[:12], stderr=io.StringIO())
     with pytest.raises(TokenRefused):
         token_authenticate(raw=raw)
+
+    # The whole token works as well as its prefix.
+    _, second = token_create(user=user, name="second")
+    call_command("api_token", "revoke", second, stderr=io.StringIO())
+    assert ApiToken.objects.get(name="second").revoked_at is not None
 
 
 @pytest.mark.django_db
