@@ -9,19 +9,22 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 
+from conversations.api.routing import api_websocket_urlpatterns  # noqa: E402
 from conversations.live.sweeper import SweeperMiddleware  # noqa: E402
-from conversations.routing import websocket_urlpatterns  # noqa: E402
-from conversations.websocket_origin import SameOriginValidator  # noqa: E402
+from conversations.routing import websocket_application, websocket_urlpatterns  # noqa: E402
 
 # The sweeper ends answers whose process died; it starts with the first request or socket.
 application = SweeperMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            # ws/api/... behind TokenAuthMiddleware; the page's sockets behind SameOriginValidator
+            # and the session (AuthMiddlewareStack).
+            "websocket": websocket_application(
+                page_routes=websocket_urlpatterns, api_routes=api_websocket_urlpatterns
+            ),
         }
     )
 )

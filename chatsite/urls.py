@@ -7,5 +7,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include("conversations.api.urls")),
     path("", include("conversations.urls")),
 ]

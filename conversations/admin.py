@@ -1,12 +1,16 @@
-"""Admin: conversations with their messages, messages with their tool calls."""
+"""Admin: conversations with their messages, messages with their tool calls, API tokens."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet, Sum
+from django.forms import ModelForm
 from django.http import HttpRequest
 
-from .models import Conversation, Message, ToolCall
+from .api import tokens
+from .models import ApiToken, Conversation, Message, ToolCall
 from .templatetags.chat import seconds
 
 
@@ -142,3 +146,51 @@ class ToolCallAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
         "finished_at",
         "duration_display",
     ]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Staff add a token by user and name; the token is shown once, in the message after saving."""
+
+    list_display = ["prefix", "name", "user", "created_at", "last_used_at", "revoked"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "created_at", "last_used_at"]
+    search_fields = ["user__username", "name", "prefix"]
+    list_select_related = ["user"]
+    date_hierarchy = "created_at"
+    actions = ["revoke_selected"]
+    add_fields = ("user", "name")
+    change_fields = ("user", "name", "prefix", "digest", "created_at", "last_used_at", "revoked_at")
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        return self.add_fields if obj is None else self.change_fields
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ApiToken | None = None
+    ) -> tuple[str, ...]:
+        return () if obj is None else tuple(f for f in self.change_fields if f != "name")
+
+    @admin.display(description="revoked", boolean=True, ordering="revoked_at")
+    def revoked(self, token: ApiToken) -> bool:
+        return token.revoked
+
+    def save_model(
+        self, request: HttpRequest, obj: ApiToken, form: ModelForm[Any], change: bool
+    ) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created, raw = tokens.token_create(user=obj.user, name=obj.name)
+        obj.pk = created.pk
+        obj.refresh_from_db()
+        messages.success(
+            request,
+            f"The new token for {obj.user.get_username()}: {raw} "
+            "Copy it now: it is shown this once, and only its SHA-256 is kept.",
+        )
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        chosen = list(queryset)
+        for token in chosen:
+            tokens.token_revoke(token=token)
+        self.message_user(request, f"Revoked {len(chosen)} token(s).", messages.SUCCESS)

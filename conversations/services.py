@@ -79,12 +79,24 @@ def conversation_list(*, user: User) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=user).order_by("-updated_at", "-id")
 
 
-def conversation_create(*, owner: User) -> Conversation:
+def conversation_create(
+    *, owner: User, model: str | None = None, api_style: str | None = None
+) -> Conversation:
+    """A new conversation; a `model` or `api_style` given is checked as conversation_configure
+    checks it (ChatInputError, and nothing is created), else the configured ones are used."""
     from .llm import default_api_style, model_name
 
-    return Conversation.objects.create(
-        owner=owner, model=model_name(), api_style=default_api_style()
-    )
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            owner=owner, model=model_name(), api_style=default_api_style()
+        )
+        if model is not None or api_style is not None:
+            conversation_configure(
+                conversation=conversation,
+                model=conversation.model if model is None else model,
+                api_style=conversation.api_style if api_style is None else api_style,
+            )
+    return conversation
 
 
 def conversation_configure(*, conversation: Conversation, model: str, api_style: str) -> None:

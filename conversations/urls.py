@@ -28,4 +28,6 @@ urlpatterns = [
         views.conversation_delete,
         name="conversation-delete",
     ),
+    path("settings/tokens/", views.token_list, name="token-list"),
+    path("settings/tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
 ]

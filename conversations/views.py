@@ -1,4 +1,4 @@
-"""Pages: sign-up, the conversation list and the chat page."""
+"""Pages: sign-up, the conversation list, the chat page and the API tokens page."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import llm, services
-from .forms import SignUpForm
-from .models import Conversation
+from .api import tokens
+from .forms import ApiTokenForm, SignUpForm
+from .models import ApiToken, Conversation
 
 
 class SignedInRequest(HttpRequest):
@@ -145,3 +147,42 @@ def get_conversation(request: SignedInRequest, conversation_id: int) -> Conversa
         return services.conversation_get(user=request.user, conversation_id=conversation_id)
     except Conversation.DoesNotExist:
         raise Http404("No such conversation.") from None
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@never_cache
+def token_list(request: SignedInRequest) -> HttpResponse:
+    """The user's API tokens; a POST creates one, shown on this answer only (never stored)."""
+    form = ApiTokenForm(request.POST or None)
+    created = None
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            created = tokens.token_create(user=request.user, name=form.cleaned_data["name"])
+            form = ApiTokenForm()
+        else:
+            status = 400
+    return render(
+        request,
+        "settings/tokens.html",
+        {
+            "form": form,
+            "tokens": tokens.token_list(user=request.user),
+            "created": created[0] if created else None,
+            "created_raw": created[1] if created else "",
+        },
+        status=status,
+    )
+
+
+@require_POST
+@login_required
+def token_revoke(request: SignedInRequest, token_id: int) -> HttpResponse:
+    try:
+        token = tokens.token_get(user=request.user, token_id=token_id)
+    except ApiToken.DoesNotExist:
+        raise Http404("No such token.") from None
+    tokens.token_revoke(token=token)
+    flash.success(request, f"Revoked the token {token.prefix}… ({token.name or 'unnamed'}).")
+    return redirect("token-list")

@@ -8,7 +8,7 @@ from ..live.draft import answer_state
 
 if TYPE_CHECKING:
     from ..live.draft import AnswerDraft
-    from ..models import Message
+    from ..models import Conversation, Message
 
 
 def tool_call_id(*, message_id: int, step: int, index: int) -> str:
@@ -36,3 +36,15 @@ def message_state(message: Message | AnswerDraft) -> dict[str, Any]:
             message_id=state["id"], step=call["step"], index=call["index"]
         )
     return state
+
+
+def conversation_state(conversation: Conversation) -> dict[str, Any]:
+    """A conversation as the API lists it (without its messages)."""
+    return {
+        "id": conversation.pk,
+        "title": conversation.title,
+        "model": conversation.model,
+        "api_style": conversation.api_style,
+        "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+    }
