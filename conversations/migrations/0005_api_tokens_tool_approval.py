@@ -6,52 +6,102 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversations', '0004_message_seq'),
+        ("conversations", "0004_message_seq"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='toolcall',
-            name='decided_at',
+            model_name="toolcall",
+            name="decided_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='toolcall',
-            name='decided_by',
-            field=models.CharField(blank=True, help_text='The username of whoever approved or denied it.', max_length=150),
+            model_name="toolcall",
+            name="decided_by",
+            field=models.CharField(
+                blank=True,
+                help_text="The username of whoever approved or denied it.",
+                max_length=150,
+            ),
         ),
         migrations.AddField(
-            model_name='toolcall',
-            name='decision',
-            field=models.CharField(blank=True, choices=[('approved', 'Approved'), ('denied', 'Denied'), ('timed_out', 'timed out')], help_text='For a tool that asks first.', max_length=20),
+            model_name="toolcall",
+            name="decision",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("approved", "Approved"),
+                    ("denied", "Denied"),
+                    ("timed_out", "timed out"),
+                ],
+                help_text="For a tool that asks first.",
+                max_length=20,
+            ),
         ),
         migrations.AddField(
-            model_name='toolcall',
-            name='decision_reason',
-            field=models.TextField(blank=True, help_text='Why it was denied, if anyone said.'),
+            model_name="toolcall",
+            name="decision_reason",
+            field=models.TextField(blank=True, help_text="Why it was denied, if anyone said."),
         ),
         migrations.AlterField(
-            model_name='toolcall',
-            name='status',
-            field=models.CharField(choices=[('streaming', 'Streaming'), ('pending', 'Pending'), ('awaiting_approval', 'Awaiting Approval'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('denied', 'Denied'), ('cancelled', 'Cancelled')], default='streaming', max_length=20),
+            model_name="toolcall",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("streaming", "Streaming"),
+                    ("pending", "Pending"),
+                    ("awaiting_approval", "Awaiting Approval"),
+                    ("running", "Running"),
+                    ("succeeded", "Succeeded"),
+                    ("failed", "Failed"),
+                    ("denied", "Denied"),
+                    ("cancelled", "Cancelled"),
+                ],
+                default="streaming",
+                max_length=20,
+            ),
         ),
         migrations.CreateModel(
-            name='ApiToken',
+            name="ApiToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(blank=True, help_text='What the token is for.', max_length=100)),
-                ('prefix', models.CharField(help_text="The token's first characters, shown.", max_length=16)),
-                ('digest', models.CharField(help_text='SHA-256 of the token.', max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_tokens', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        blank=True, help_text="What the token is for.", max_length=100
+                    ),
+                ),
+                (
+                    "prefix",
+                    models.CharField(
+                        help_text="The token's first characters, shown.", max_length=16
+                    ),
+                ),
+                (
+                    "digest",
+                    models.CharField(help_text="SHA-256 of the token.", max_length=64, unique=True),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
     ]
