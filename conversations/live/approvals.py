@@ -22,7 +22,7 @@ async def decide(
     position = tool_call_position(tool_call_id)
     decision = Decision(approved=approved, by=decided_by, reason="" if approved else reason)
     if position is None or not await hub().decide(conversation_id, *position, decision):
+        shown = tool_call_id if len(tool_call_id) <= 40 else tool_call_id[:39] + "…"
         raise NotWaiting(
-            f"Tool call {tool_call_id} is not waiting for a decision "
-            "(decided already, or no such call)."
+            f"Tool call {shown} is not waiting for a decision (decided already, or no such call)."
         )

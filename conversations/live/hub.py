@@ -346,7 +346,7 @@ class Hub:
         if run is not None:
             return run.conversation_id == conversation_id and run.resolve(step, index, decision)
         token = uuid.uuid4().hex
-        claimed = asyncio.get_running_loop().create_future()
+        claimed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._decisions[token] = claimed
         request = {
             "type": "run.decide",
@@ -357,13 +357,13 @@ class Hub:
             "approved": decision.approved,
             "by": decision.by,
             "reason": decision.reason,
-            "reply_to": await self._channel(),
             "token": token,
         }
         try:
+            request["reply_to"] = await self._channel()
             await self.layer.group_send(runs_group(conversation_id), request)
             async with asyncio.timeout(STOP_REPLY):
-                return bool(await claimed)
+                return await claimed
         except TimeoutError:
             return False
         except Exception:
