@@ -333,6 +333,9 @@ CHAT_CHECKPOINT_INTERVAL = float(os.environ.get("CHAT_CHECKPOINT_INTERVAL", "1.0
 CHAT_HEARTBEAT_INTERVAL = float(os.environ.get("CHAT_HEARTBEAT_INTERVAL", "10"))
 CHAT_RUN_STALE_AFTER = float(os.environ.get("CHAT_RUN_STALE_AFTER", "30"))
 CHAT_SWEEP_INTERVAL = float(os.environ.get("CHAT_SWEEP_INTERVAL", "2"))
+# How long a call of a tool that asks first (rename_conversation, delete_conversation) waits for
+# the user's approval before it is denied as timed out.
+CHAT_APPROVAL_TIMEOUT = float(os.environ.get("CHAT_APPROVAL_TIMEOUT", "300"))
 if CHAT_RUN_STALE_AFTER <= CHAT_HEARTBEAT_INTERVAL + CHAT_CHECKPOINT_INTERVAL:
     raise ImproperlyConfigured(
         "CHAT_RUN_STALE_AFTER must be longer than CHAT_HEARTBEAT_INTERVAL plus "

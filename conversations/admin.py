@@ -45,6 +45,10 @@ class ToolCallInline(DurationColumn, admin.StackedInline):  # type: ignore[type-
         "parsed_arguments",
         "output",
         "error",
+        "decision",
+        "decided_by",
+        "decided_at",
+        "decision_reason",
         "started_at",
         "finished_at",
         "duration_display",
@@ -125,9 +129,18 @@ class MessageAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(ToolCall)
 class ToolCallAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["name", "status", "message", "call_id", "duration_display", "started_at"]
-    list_filter = ["status", "name", "started_at"]
-    search_fields = ["name", "call_id", "arguments", "output", "error"]
+    list_display = [
+        "name",
+        "status",
+        "decision",
+        "decided_by",
+        "message",
+        "call_id",
+        "duration_display",
+        "started_at",
+    ]
+    list_filter = ["status", "decision", "name", "started_at"]
+    search_fields = ["name", "call_id", "arguments", "output", "error", "decided_by"]
     list_select_related = ["message"]
     readonly_fields = [
         "message",
@@ -141,6 +154,10 @@ class ToolCallAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
         "status",
         "output",
         "error",
+        "decision",
+        "decided_by",
+        "decided_at",
+        "decision_reason",
         "created_at",
         "started_at",
         "finished_at",

@@ -1,4 +1,5 @@
-"""The chat page's WebSocket: takes messages and Stop, pushes partials as the answer grows."""
+"""The chat page's WebSocket: takes messages, Stop and tool-call decisions, pushes partials as the
+answer grows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import limits, rendering, runner, services
-from .live import sweeper
+from .live import approvals, sweeper
 from .live.draft import AnswerDraft, SequenceGap
 from .live.events import Event, event_from_dict
 from .live.hub import conversation_group, hub
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 # first and then closed with it: refused at the handshake, the page would see only 1006 and
 # htmx would reconnect for ever.
 NOT_FOUND = 4404
+
+ACTIONS = ("stop", "ping", "approve", "deny")
+REASON_MAX_LENGTH = 1000
 
 
 class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -71,12 +75,22 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if frame.get("action") == "ping":
                 await self.send(text_data=rendering.render_pong())
                 return
+            if frame.get("action") in ("approve", "deny"):
+                await approvals.decide(
+                    conversation_id=self.conversation.pk,
+                    tool_call_id=frame["tool_call"],
+                    approved=frame["action"] == "approve",
+                    reason=frame.get("reason", ""),
+                    decided_by=self.scope["user"].username,
+                )
+                await self.send(text_data=rendering.render_chat_error(""))
+                return
             # An answer whose process died does not block the conversation.
             await sweeper.sweep(conversation_id=self.conversation.pk)
             user_message, assistant_message = await services.aturn_start(
                 conversation=self.conversation, text=frame.get("message")
             )
-        except (services.ChatInputError, limits.LimitReached) as error:
+        except (services.ChatInputError, limits.LimitReached, approvals.NotWaiting) as error:
             await self.send(text_data=rendering.render_chat_error(str(error)))
             return
         await self.send(text_data=rendering.render_composer())
@@ -190,8 +204,20 @@ def parse_frame(text_data: str | None) -> dict[str, Any]:
         ) from None
     if not isinstance(frame, dict):
         raise services.ChatInputError('That frame was not a JSON object; send {"message": "..."}.')
-    if "action" in frame and frame["action"] not in ("stop", "ping"):
+    if "action" in frame and frame["action"] not in ACTIONS:
         raise services.ChatInputError(
             'Unknown action: send {"action": "stop"} or {"action": "ping"}, or {"message": "..."}.'
         )
+    if frame.get("action") in ("approve", "deny"):
+        if not isinstance(frame.get("tool_call"), str):
+            raise services.ChatInputError(
+                f"Say which tool call to {frame['action']}: "
+                '{"tool_call": "<message>:<step>:<index>"}.'
+            )
+        reason = frame.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > REASON_MAX_LENGTH:
+            raise services.ChatInputError(
+                f"The reason must be text of at most {REASON_MAX_LENGTH} characters."
+            )
+        frame["reason"] = reason.strip()
     return frame

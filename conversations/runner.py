@@ -80,6 +80,8 @@ class Checkpoint:
         self.saved_seq = draft.seq
         self.saved_calls = draft.calls_version
         self.saved_at = time.monotonic()
+        self.wake = asyncio.Event()
+        draft.save_soon = self.wake.set
 
     async def save(self, *, final: bool = False) -> Saved:
         draft = self.draft
@@ -109,7 +111,12 @@ class Checkpoint:
     async def save_periodically(self, run: asyncio.Task[Any]) -> None:
         """Save what changed every CHAT_CHECKPOINT_INTERVAL; stop the run if told to stop."""
         while True:
-            await asyncio.sleep(settings.CHAT_CHECKPOINT_INTERVAL)
+            # Woken early by a change that should show in the rows at once (a call waiting for
+            # the user's approval, so a reload and the admin show it).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.CHAT_CHECKPOINT_INTERVAL):
+                    await self.wake.wait()
+            self.wake.clear()
             stale = time.monotonic() - self.saved_at >= settings.CHAT_HEARTBEAT_INTERVAL
             if self.draft.seq == self.saved_seq and not stale:
                 continue
@@ -181,7 +188,7 @@ async def run_generation(message: Message, run: RunStream) -> None:
             # The model was checked against those on offer when the turn started.
             configured = replace(configured, model=message.model or configured.model)
             async with model_slot(configured, draft) as generation:
-                outcome = await answer(message, configured, draft)
+                outcome = await answer(message, configured, run)
                 error = outcome.error
                 if configured.local and outcome.details.get("kind") == CONNECTION_LOST:
                     error = await local_model_failure(error, generation)
@@ -222,7 +229,7 @@ async def local_model_failure(error: str, generation: int) -> str:
     return error
 
 
-async def answer(message: Message, configured: llm.Endpoint, draft: AnswerDraft) -> LoopOutcome:
+async def answer(message: Message, configured: llm.Endpoint, run: RunStream) -> LoopOutcome:
     conversation = message.conversation
     history = await aprovider_history(conversation=conversation, before=message)
     client = llm.chat_client(configured)
@@ -230,11 +237,14 @@ async def answer(message: Message, configured: llm.Endpoint, draft: AnswerDraft)
         session: ProviderSession = await responses_session(message, configured, client, history)
     else:
         session = ChatCompletionsSession(llm.chat_provider(client, configured), history)
+    draft = run.draft
     outcome = await run_tool_loop(
         session=session,
-        toolbox=toolbox_for(user_id=conversation.owner_id),
+        toolbox=toolbox_for(user_id=conversation.owner_id, conversation_id=conversation.pk),
         observer=draft,
         max_steps=settings.LLM_MAX_STEPS,
+        approver=run,
+        approval_timeout=settings.CHAT_APPROVAL_TIMEOUT,
     )
     if isinstance(session, ResponsesSession):
         draft.response_id = session.last_response_id

@@ -127,6 +127,45 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
 
 
+class NoSuchConversation(Exception):
+    """The user has no conversation by that id (someone else's counts as none)."""
+
+    def __init__(self, conversation_id: int) -> None:
+        super().__init__(f"There is no conversation {conversation_id} of yours.")
+
+
+def conversation_rename(*, owner_id: int, conversation_id: int, title: str) -> Conversation:
+    """Give one of the owner's conversations a new title (for the model's rename tool)."""
+    title = " ".join(title.split())
+    if not title:
+        raise ChatInputError("The title is empty.")
+    if len(title) > TITLE_LENGTH:
+        title = title[: TITLE_LENGTH - 1] + "…"
+    updated = Conversation.objects.filter(pk=conversation_id, owner_id=owner_id).update(
+        title=title, updated_at=timezone.now()
+    )
+    if not updated:
+        raise NoSuchConversation(conversation_id)
+    return Conversation.objects.get(pk=conversation_id)
+
+
+aconversation_rename = database_async(conversation_rename)
+
+
+def conversation_delete_owned(*, owner_id: int, conversation_id: int) -> str:
+    """Delete one of the owner's conversations by id (for the model's delete tool); its title."""
+    try:
+        conversation = Conversation.objects.get(pk=conversation_id, owner_id=owner_id)
+    except Conversation.DoesNotExist:
+        raise NoSuchConversation(conversation_id) from None
+    title = str(conversation)
+    conversation_delete(conversation=conversation)
+    return title
+
+
+aconversation_delete_owned = database_async(conversation_delete_owned)
+
+
 def message_list(*, conversation: Conversation) -> list[Message]:
     """Every message of the conversation with its tool calls, oldest first."""
     return list(

@@ -1,4 +1,5 @@
-"""The tools a signed-in user's model can call: the built-ins plus a search of their own history."""
+"""The tools a signed-in user's model can call: the built-ins, a search of their own history, and
+renaming and deleting their conversations (those two ask the user first)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 
 from channels.db import aclose_old_connections
 
-from .models import Message
+from . import services
+from .models import Conversation, Message
 from .streaming.builtin_tools import CALCULATOR, CURRENT_TIME
 from .streaming.tools import Tool, Toolbox
 
@@ -16,9 +18,95 @@ EXCERPT_RADIUS = 120
 
 
 @functools.lru_cache(maxsize=1024)
-def toolbox_for(*, user_id: int) -> Toolbox:
-    """The user's tools; kept, since checking the tools' schemas again for every answer costs."""
-    return Toolbox([CALCULATOR, CURRENT_TIME, search_conversations_tool(user_id=user_id)])
+def toolbox_for(*, user_id: int, conversation_id: int) -> Toolbox:
+    """The user's tools in one conversation; kept, since checking the tools' schemas again for
+    every answer costs."""
+    return Toolbox(
+        [
+            CALCULATOR,
+            CURRENT_TIME,
+            search_conversations_tool(user_id=user_id),
+            rename_conversation_tool(user_id=user_id, current=conversation_id),
+            delete_conversation_tool(user_id=user_id, current=conversation_id),
+        ]
+    )
+
+
+TITLE = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": Conversation._meta.get_field("title").max_length,
+    "description": "The new title: a few words.",
+}
+
+
+def rename_conversation_tool(*, user_id: int, current: int) -> Tool:
+    async def rename_conversation(title: str, conversation_id: int | None = None) -> str:
+        try:
+            renamed = await services.aconversation_rename(
+                owner_id=user_id,
+                conversation_id=current if conversation_id is None else conversation_id,
+                title=title,
+            )
+        except services.ChatInputError as error:
+            raise ValueError(str(error)) from None
+        return json.dumps({"conversation_id": renamed.pk, "title": renamed.title})
+
+    return Tool(
+        name="rename_conversation",
+        description=(
+            "Rename one of the user's conversations: this one, or another by its id (as "
+            "search_conversations shows it). The user approves it first."
+        ),
+        parameters={
+            "type": "object",
+            "properties": {
+                "title": TITLE,
+                "conversation_id": {
+                    "type": ["integer", "null"],
+                    "description": "The conversation to rename; omit it for this one.",
+                },
+            },
+            "required": ["title"],
+            "additionalProperties": False,
+        },
+        function=rename_conversation,
+        needs_approval=True,
+    )
+
+
+def delete_conversation_tool(*, user_id: int, current: int) -> Tool:
+    async def delete_conversation(conversation_id: int) -> str:
+        if conversation_id == current:
+            raise ValueError(
+                "this is the conversation you are answering in; it cannot delete itself "
+                "(the user can delete it from the page)"
+            )
+        title = await services.aconversation_delete_owned(
+            owner_id=user_id, conversation_id=conversation_id
+        )
+        return json.dumps({"deleted": conversation_id, "title": title})
+
+    return Tool(
+        name="delete_conversation",
+        description=(
+            "Delete one of the user's other conversations, by its id (as search_conversations "
+            "shows it), for good. Not the current conversation. The user approves it first."
+        ),
+        parameters={
+            "type": "object",
+            "properties": {
+                "conversation_id": {
+                    "type": "integer",
+                    "description": "The conversation to delete.",
+                },
+            },
+            "required": ["conversation_id"],
+            "additionalProperties": False,
+        },
+        function=delete_conversation,
+        needs_approval=True,
+    )
 
 
 def search_conversations_tool(*, user_id: int) -> Tool:
@@ -29,7 +117,8 @@ def search_conversations_tool(*, user_id: int) -> Tool:
         name="search_conversations",
         description=(
             "Search the user's own earlier conversations for messages containing the given "
-            "text. Returns the matching messages, newest first, with their conversation title."
+            "text. Returns the matching messages, newest first, with their conversation's id "
+            "and title."
         ),
         parameters={
             "type": "object",
@@ -49,7 +138,7 @@ def search_conversations_tool(*, user_id: int) -> Tool:
     )
 
 
-async def search_messages(*, user_id: int, query: str, limit: int) -> list[dict[str, str]]:
+async def search_messages(*, user_id: int, query: str, limit: int) -> list[dict[str, str | int]]:
     """The user's finished messages containing `query`; never anyone else's."""
     # The async ORM does not drop a connection the database closed since the last query.
     await aclose_old_connections()
@@ -61,6 +150,7 @@ async def search_messages(*, user_id: int, query: str, limit: int) -> list[dict[
     )
     return [
         {
+            "conversation_id": message.conversation_id,
             "conversation": str(message.conversation),
             "role": message.role,
             "date": message.created_at.isoformat(timespec="minutes"),

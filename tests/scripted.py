@@ -13,6 +13,7 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
+from conversations.streaming.loop import Decision
 from conversations.streaming.tools import ToolResult
 
 
@@ -74,8 +75,15 @@ class Log:
     ) -> None:
         self.entries.append(("ready", step, index, call_id, name, arguments))
 
-    async def tool_running(self, step: int, index: int) -> None:
-        self.entries.append(("running", step, index))
+    async def tool_awaiting_approval(self, step: int, index: int) -> None:
+        self.entries.append(("awaiting", step, index))
+
+    async def tool_running(self, step: int, index: int, decision: Decision | None = None) -> None:
+        approved = () if decision is None else (decision.name, decision.by)
+        self.entries.append(("running", step, index, *approved))
+
+    async def tool_denied(self, step: int, index: int, decision: Decision, output: str) -> None:
+        self.entries.append(("denied", step, index, decision.name, decision.by, output))
 
     async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
         self.entries.append(("finished", step, index, result.ok, result.output))

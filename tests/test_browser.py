@@ -107,3 +107,63 @@ def test_a_message_streams_back_with_a_tool_card(
             assert not [line for line in console if "Content Security Policy" in line], console
         finally:
             browser.close()
+
+
+def test_a_call_that_asks_first_is_denied_then_approved_from_the_page(
+    daphne_server: str, fake_openai: FakeOpenAI
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    for title, answer in (("Nope", "I left the title alone."), ("Kyoto", "Renamed it.")):
+        fake_openai.queue(
+            sse(tool_calls_stream([("rename_conversation", json.dumps({"title": title}))]))
+        )
+        fake_openai.queue(sse(text_stream(answer)))
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page()
+            page.add_init_script(
+                """window.cspViolations = [];
+                document.addEventListener('securitypolicyviolation', (event) => {
+                  window.cspViolations.push(event.violatedDirective + ' ' + event.blockedURI);
+                });"""
+            )
+            page.goto(f"{daphne_server}/signup/")
+            page.fill("#id_username", "walter")
+            page.fill("#id_password1", "a-browser-password-1")
+            page.fill("#id_password2", "a-browser-password-1")
+            page.click("button[type=submit]")
+            page.click("text=New conversation")
+
+            page.fill("textarea[name=message]", "call it Nope")
+            page.keyboard.press("Enter")
+            card = page.locator(".tool-card").first
+            expect(card).to_have_attribute("data-status", "awaiting_approval", timeout=15_000)
+            expect(card).to_contain_text("Waiting for your approval")
+            card.locator("input[name=reason]").fill("Not <that> one.")
+            card.locator("button", has_text="Deny").click()
+            expect(card).to_have_attribute("data-status", "denied", timeout=15_000)
+            expect(card).to_contain_text("Denied by walter: Not <that> one.")
+            expect(card.locator("button")).to_have_count(0)
+            assistant = page.locator(".message.role-assistant").first
+            expect(assistant).to_have_attribute("data-status", "complete", timeout=15_000)
+
+            page.fill("textarea[name=message]", "call it Kyoto")
+            page.keyboard.press("Enter")
+            second = page.locator(".tool-card").nth(1)
+            expect(second).to_have_attribute("data-status", "awaiting_approval", timeout=15_000)
+            second.locator("button", has_text="Approve").click()
+            expect(second).to_have_attribute("data-status", "succeeded", timeout=15_000)
+            expect(second).to_contain_text("Approved by walter")
+            expect(page.locator(".message.role-assistant").nth(1)).to_contain_text("Renamed it.")
+            page.reload()
+            expect(page.locator("#conversation-title")).to_have_text("Kyoto")
+            expect(page.locator(".tool-card").first).to_contain_text("Not <that> one.")
+            assert page.evaluate("window.cspViolations") == []
+        finally:
+            browser.close()

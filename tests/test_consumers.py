@@ -63,6 +63,8 @@ async def test_text_streams_in_several_frames_and_is_stored(
         "calculator",
         "current_time",
         "search_conversations",
+        "rename_conversation",
+        "delete_conversation",
     }
 
 

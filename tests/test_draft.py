@@ -26,7 +26,7 @@ from conversations.live.events import (
     event_to_dict,
 )
 from conversations.streaming.events import Finished, ReasoningDelta, TextDelta, Usage
-from conversations.streaming.loop import ChatCompletionsSession, run_tool_loop
+from conversations.streaming.loop import ChatCompletionsSession, Decision, run_tool_loop
 from conversations.streaming.tools import Tool, Toolbox, ToolResult
 from tests.scripted import call, scripted
 
@@ -245,3 +245,52 @@ def test_a_draft_restored_from_its_state_renders_like_the_original() -> None:
 
     assert restored.seq == 12 and restored.state() == state
     assert [text for text, _ in restored.parts()] == ["Before. ", "After."]
+
+
+async def test_a_decision_is_told_in_the_calls_events_and_reaches_a_mirror() -> None:
+    published: list[Event] = []
+    writer = draft(published)
+    saves: list[int] = []
+    writer.save_soon = lambda: saves.append(writer.seq)
+    await writer.step_started(1)
+    await writer.tool_ready(1, 0, "call_0", "rename", '{"title": "A"}')
+    await writer.tool_ready(1, 1, "call_1", "rename", '{"title": "B"}')
+
+    await writer.tool_awaiting_approval(1, 0)
+    await writer.tool_awaiting_approval(1, 1)
+    await writer.tool_running(1, 0, Decision(approved=True, by="alice"))
+    await writer.tool_finished(1, 0, ToolResult(ok=True, output="renamed"))
+    await writer.tool_denied(1, 1, Decision(approved=False, timed_out=True), "too late")
+
+    changes = [event for event in published if isinstance(event, CallChanged)][2:]
+    assert [(e.index, e.status, e.decision, e.decided_by) for e in changes] == [
+        (0, "awaiting_approval", "", ""),
+        (1, "awaiting_approval", "", ""),
+        (0, "running", "approved", "alice"),
+        (0, "succeeded", "", ""),
+        (1, "denied", "timed_out", ""),
+    ]
+    # Waiting and each decision are saved at once, not at the next checkpoint.
+    assert saves == [changes[0].seq, changes[1].seq, changes[2].seq, changes[4].seq]
+    approved, timed_out = writer.calls[(1, 0)], writer.calls[(1, 1)]
+    assert (approved.status, approved.decision, approved.decided_by) == (
+        "succeeded",
+        "approved",
+        "alice",
+    )
+    assert approved.decided_at == approved.started_at is not None
+    assert (timed_out.status, timed_out.decision, timed_out.output) == (
+        "denied",
+        "timed_out",
+        "too late",
+    )
+    assert timed_out.decided_at == timed_out.finished_at is not None
+    assert timed_out.started_at is None
+    # Denied is an end: the answer's end leaves it as it is.
+    writer.finish("complete")
+    assert writer.calls[(1, 1)].status == "denied"
+
+    mirror = AnswerDraft(message_id=7, created_at=STARTED, model="fake-model")
+    for event in published:
+        assert mirror.apply(event_from_dict(json.loads(json.dumps(event_to_dict(event)))))
+    assert mirror.calls == writer.calls

@@ -1,8 +1,9 @@
 """Two Daphne processes sharing PostgreSQL and Redis, as a multi-process deployment runs.
 
 An answer run by one process streams live to a page on the other through channels-redis, Stop
-pressed on the other reaches it, an answer whose process is killed shows as interrupted on the
-other, an idle socket stays open on Redis, and an open socket outlives its database connections.
+and a tool call's Deny pressed on the other reach it, an answer whose process is killed shows as
+interrupted on the other, an idle socket stays open on Redis, and an open socket outlives its
+database connections.
 These need a real database and Redis, so they run in `make test`'s PostgreSQL + Redis pass.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,10 +25,10 @@ from django.contrib.auth.models import User
 from django.db import connection
 from websockets.asyncio.client import ClientConnection, connect
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, ToolCall
 from tests.chat import answer_id, appended_text, finished, shown_text
 from tests.conftest import session_cookie
-from tests.fake_openai import FakeOpenAI, sse, text_stream
+from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
 from tests.servers import daphne, daphne_process
 
 pytestmark = [
@@ -143,6 +145,32 @@ async def test_another_process_shows_the_answer_live_and_its_stop_reaches_the_ru
     assert stopped.status == Message.Status.CANCELLED
     assert 0 < stopped.content.count("again") < 400
     await fake_openai.wait_for_closed_early()
+
+
+async def test_a_denial_on_another_process_reaches_the_run(
+    two_processes: tuple[str, str], fake_openai: FakeOpenAI, user: User, open_page: Any
+) -> None:
+    first, second = two_processes
+    fake_openai.queue(sse(tool_calls_stream([("rename_conversation", '{"title": "New"}')])))
+    fake_openai.queue(sse(text_stream("I left the title alone.")))
+    conversation = await Conversation.objects.acreate(owner=user, title="Old")
+    writer = await open_page(first, conversation)
+    watcher = await open_page(second, conversation)
+
+    await writer.send({"message": "rename this"})
+    frames = await watcher.until(lambda frame: 'data-status="awaiting_approval"' in frame)
+    [tool_call] = set(re.findall(r'name="tool_call" value="([\d:]+)"', frames[-1]))
+    await watcher.send({"action": "deny", "tool_call": tool_call, "reason": "Keep it."})
+    await watcher.until(finished)
+    await writer.until(finished)
+
+    call = await ToolCall.objects.aget(message__conversation=conversation)
+    assert (call.status, call.decision, call.decided_by) == ("denied", "denied", "alice")
+    assert fake_openai.requests[1]["messages"][-1]["content"] == (
+        "The user denied this tool call: Keep it."
+    )
+    await conversation.arefresh_from_db()
+    assert conversation.title == "Old"
 
 
 async def test_a_page_that_reconnects_to_the_other_process_misses_nothing(

@@ -117,7 +117,7 @@ async def test_search_conversations_finds_only_my_own_messages(
     await Message.objects.acreate(conversation=mine, role="user", content="Trip to Kyoto in May")
     await Message.objects.acreate(conversation=theirs, role="user", content="Kyoto secrets")
 
-    result = await toolbox_for(user_id=user.pk).run(
+    result = await toolbox_for(user_id=user.pk, conversation_id=0).run(
         "search_conversations", json.dumps({"query": "kyoto"})
     )
 
@@ -125,10 +125,13 @@ async def test_search_conversations_finds_only_my_own_messages(
     found = json.loads(result.output)
     assert [hit["excerpt"] for hit in found] == ["Trip to Kyoto in May"]
     assert found[0]["conversation"] == "Holiday plans"
+    assert found[0]["conversation_id"] == mine.pk
 
 
 async def test_search_conversations_rejects_an_empty_query(user: User) -> None:
-    result = await toolbox_for(user_id=user.pk).run("search_conversations", '{"query": ""}')
+    result = await toolbox_for(user_id=user.pk, conversation_id=0).run(
+        "search_conversations", '{"query": ""}'
+    )
     assert not result.ok
     assert "invalid arguments" in result.output
 

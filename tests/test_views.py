@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from conversations.models import Conversation, Message, ToolCall
 
@@ -232,3 +233,33 @@ def test_admin_filters_and_search_work(admin_client: Client, admin_data: dict[st
         reverse("admin:conversations_conversation_changelist"), {"q": "admin view"}
     )
     assert b"admin view" in found.content
+
+
+def test_the_admin_shows_who_decided_on_a_call_and_filters_by_decision(
+    admin_client: Client, admin_data: dict[str, Any]
+) -> None:
+    denied = ToolCall.objects.create(
+        message=admin_data["message"],
+        step=2,
+        call_id="call_10",
+        name="delete_conversation",
+        arguments='{"conversation_id": 3}',
+        status=ToolCall.Status.DENIED,
+        output="The user denied this tool call: not that one",
+        decision=ToolCall.Decision.DENIED,
+        decided_by="alice",
+        decided_at=timezone.now(),
+        decision_reason="not that one",
+    )
+    url = reverse("admin:conversations_toolcall_changelist")
+    by_decision = admin_client.get(url, {"decision__exact": "denied"}).content
+    assert b"call_10" in by_decision and b"call_9" not in by_decision
+    assert b"call_10" in admin_client.get(url, {"status__exact": "denied"}).content
+    change = admin_client.get(
+        reverse("admin:conversations_toolcall_change", args=[denied.pk])
+    ).content.decode()
+    assert "not that one" in change and "alice" in change
+    inline = admin_client.get(
+        reverse("admin:conversations_message_change", args=[admin_data["message"].pk])
+    ).content.decode()
+    assert "Decided by" in inline and "not that one" in inline

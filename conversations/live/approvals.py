@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from ..api.protocol import tool_call_position
+from ..streaming.loop import Decision
+from .hub import hub
+
 
 class NotWaiting(Exception):
     """No call by that id waits for a decision in this conversation; the message says so."""
@@ -15,4 +19,10 @@ async def decide(
     Raises NotWaiting for a call that is not waiting (decided already, unknown, or in another
     conversation: all look the same).
     """
-    raise NotWaiting(f"No tool call {tool_call_id} is waiting for a decision.")
+    position = tool_call_position(tool_call_id)
+    decision = Decision(approved=approved, by=decided_by, reason="" if approved else reason)
+    if position is None or not await hub().decide(conversation_id, *position, decision):
+        shown = tool_call_id if len(tool_call_id) <= 40 else tool_call_id[:39] + "…"
+        raise NotWaiting(
+            f"Tool call {shown} is not waiting for a decision (decided already, or no such call)."
+        )

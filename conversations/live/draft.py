@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..streaming.events import Retrying, Usage
+from ..streaming.loop import Decision
 from ..streaming.partial_json import parse_partial_arguments
 from ..streaming.tools import ToolResult
 from .events import (
@@ -189,6 +190,13 @@ def answer_state(answer: AnswerDraft | Message) -> dict[str, Any]:
     }
 
 
+def decided(decision: Decision | None) -> dict[str, str]:
+    """A `CallChanged`'s decision fields."""
+    if decision is None:
+        return {}
+    return {"decision": decision.name, "decided_by": decision.by, "reason": decision.reason}
+
+
 class AnswerDraft:
     """An assistant message being written, with the attributes a `Message` row has."""
 
@@ -226,6 +234,9 @@ class AnswerDraft:
         self._reasoning: list[str] = []
         # Where new events go (the run's stream); None for a mirror, which only applies them.
         self.publish = publish
+        # Called when a change should reach the rows now rather than at the next checkpoint
+        # (a call starts waiting for the user, or is decided on).
+        self.save_soon: Callable[[], None] | None = None
 
     # What templates and the checkpoint read, as on a Message.
 
@@ -377,8 +388,38 @@ class AnswerDraft:
             )
         )
 
-    async def tool_running(self, step: int, index: int) -> None:
-        self._emit(CallChanged(self.next_seq, step, index, "running", at=now().isoformat()))
+    async def tool_awaiting_approval(self, step: int, index: int) -> None:
+        self._emit(
+            CallChanged(self.next_seq, step, index, "awaiting_approval", at=now().isoformat())
+        )
+        self._save_soon()
+
+    async def tool_running(self, step: int, index: int, decision: Decision | None = None) -> None:
+        self._emit(
+            CallChanged(
+                self.next_seq, step, index, "running", at=now().isoformat(), **decided(decision)
+            )
+        )
+        if decision is not None:
+            self._save_soon()
+
+    async def tool_denied(self, step: int, index: int, decision: Decision, output: str) -> None:
+        self._emit(
+            CallChanged(
+                self.next_seq,
+                step,
+                index,
+                "denied",
+                output=output,
+                at=now().isoformat(),
+                **decided(decision),
+            )
+        )
+        self._save_soon()
+
+    def _save_soon(self) -> None:
+        if self.save_soon is not None:
+            self.save_soon()
 
     async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
         self._emit(

@@ -13,7 +13,9 @@ that conversation's answers join, and renews the request every `RENEW` seconds w
 is at-most-once, so a subscriber that sees a gap asks again from its last `seq`.
 
 Stop is sent to the same group; the hubs running one of the answers say so, and an answer no
-hub claims within `STOP_REPLY` seconds has no live run (its process died).
+hub claims within `STOP_REPLY` seconds has no live run (its process died). A decision on a tool
+call that waits for approval goes the same way: the hub running its answer resolves the wait and
+says whether the call was waiting.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any, Protocol
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, get_channel_layer
 
+from ..streaming.events import ToolCallReady
+from ..streaming.loop import Decision
 from .draft import AnswerDraft
 from .events import Event, event_to_dict
 
@@ -128,6 +132,8 @@ class RunStream:
         self._wakeup = asyncio.Event()
         self._pacer = Pacer()
         self._deliverer = asyncio.create_task(self._deliver_forever())
+        # Calls waiting for the user's decision: (step, index) -> what the decision resolves.
+        self._waiting: dict[tuple[int, int], asyncio.Future[Decision]] = {}
         draft.publish = self.publish
 
     @property
@@ -160,6 +166,24 @@ class RunStream:
     def cancel(self) -> None:
         if self.task is not None and not self.ending:
             self.task.cancel()
+
+    # streaming.loop.Approver: the tool loop waits here for a decision on a call.
+
+    async def decide(self, step: int, index: int, call: ToolCallReady) -> Decision:
+        waiting: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._waiting[(step, index)] = waiting
+        try:
+            return await waiting
+        finally:
+            del self._waiting[(step, index)]
+
+    def resolve(self, step: int, index: int, decision: Decision) -> bool:
+        """Decide on a call that waits for it; False if it does not (decided already, or none)."""
+        waiting = self._waiting.get((step, index))
+        if waiting is None or waiting.done():
+            return False
+        waiting.set_result(decision)
+        return True
 
     def finish(self, events: list[Event]) -> None:
         """Publish the answer's final events; the stream lingers for late subscribers."""
@@ -253,6 +277,8 @@ class Hub:
         self._renewer: asyncio.Task[None] | None = None
         # Stops awaiting replies: token -> (answers no hub claimed yet, set once none is left)
         self._stops: dict[str, tuple[set[int], asyncio.Event]] = {}
+        # Decisions sent to other processes: token -> whether the call was waiting
+        self._decisions: dict[str, asyncio.Future[bool]] = {}
 
     # Producing: the runner's side.
 
@@ -307,6 +333,44 @@ class Hub:
         finally:
             self._stops.pop(token, None)
         return unclaimed
+
+    async def decide(
+        self, conversation_id: int, message_id: int, step: int, index: int, decision: Decision
+    ) -> bool:
+        """Give a waiting call of the conversation its decision, wherever its answer runs.
+
+        False when no process's call by that position waits for one (decided already, no such
+        call, another conversation's, or no process answered within `STOP_REPLY` seconds).
+        """
+        run = self.runs.get(message_id)
+        if run is not None:
+            return run.conversation_id == conversation_id and run.resolve(step, index, decision)
+        token = uuid.uuid4().hex
+        claimed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._decisions[token] = claimed
+        request = {
+            "type": "run.decide",
+            "conversation_id": conversation_id,
+            "message_id": message_id,
+            "step": step,
+            "index": index,
+            "approved": decision.approved,
+            "by": decision.by,
+            "reason": decision.reason,
+            "token": token,
+        }
+        try:
+            request["reply_to"] = await self._channel()
+            await self.layer.group_send(runs_group(conversation_id), request)
+            async with asyncio.timeout(STOP_REPLY):
+                return await claimed
+        except TimeoutError:
+            return False
+        except Exception:
+            logger.warning("could not send a decision to conversation %s", conversation_id)
+            return False
+        finally:
+            self._decisions.pop(token, None)
 
     # Subscribing: the faces' side.
 
@@ -415,6 +479,31 @@ class Hub:
                 if stopped and isinstance(message.get("reply_to"), str):
                     reply = {"type": "run.stopping", "token": message.get("token"), "ids": stopped}
                     asyncio.get_running_loop().create_task(self._reply(message["reply_to"], reply))
+            case {
+                "type": "run.decide",
+                "conversation_id": int(conversation_id),
+                "message_id": int(message_id),
+                "step": int(step),
+                "index": int(index),
+                "approved": bool(approved),
+                "by": str(by),
+                "reason": str(reason),
+                "reply_to": str(reply_to),
+                "token": str(token),
+            }:
+                run = self.runs.get(message_id)
+                if run is not None and run.conversation_id == conversation_id:
+                    decision = Decision(approved=approved, by=by, reason=reason)
+                    reply = {
+                        "type": "run.decided",
+                        "token": token,
+                        "waiting": run.resolve(step, index, decision),
+                    }
+                    asyncio.get_running_loop().create_task(self._reply(reply_to, reply))
+            case {"type": "run.decided", "token": str(token), "waiting": bool(was_waiting)}:
+                claimed = self._decisions.get(token)
+                if claimed is not None and not claimed.done():
+                    claimed.set_result(was_waiting)
             case {"type": "run.stopping", "token": str(token), "ids": list(message_ids)}:
                 if waiting := self._stops.get(token):
                     unclaimed, answered = waiting
@@ -426,7 +515,7 @@ class Hub:
         try:
             await self.layer.send(channel, message)
         except Exception:
-            logger.warning("could not answer a stop from %s", channel)
+            logger.warning("could not answer %s from %s", message["type"], channel)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

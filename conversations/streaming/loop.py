@@ -66,10 +66,44 @@ class LoopObserver(Protocol):
     async def tool_ready(
         self, step: int, index: int, call_id: str, name: str, arguments: str
     ) -> None: ...
-    async def tool_running(self, step: int, index: int) -> None: ...
+    async def tool_awaiting_approval(self, step: int, index: int) -> None: ...
+    async def tool_running(self, step: int, index: int, decision: Decision | None = None) -> None:
+        """The call runs; `decision` is the approval of a tool that asks first."""
+
+    async def tool_denied(self, step: int, index: int, decision: Decision, output: str) -> None:
+        """The call will not run; `output` tells the model so."""
+
     async def tool_finished(self, step: int, index: int, result: ToolResult) -> None: ...
     async def usage(self, usage: Usage) -> None: ...
     async def retrying(self, retry: Retrying) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The user's answer to a call of a tool that asks first."""
+
+    approved: bool
+    # Who decided (a username), and why; empty when no one did in time.
+    by: str = ""
+    reason: str = ""
+    timed_out: bool = False
+
+    @property
+    def name(self) -> str:
+        """approved, denied or timed_out."""
+        if self.approved:
+            return "approved"
+        return "timed_out" if self.timed_out else "denied"
+
+
+class Approver(Protocol):
+    """Asks the user about a call of a tool that asks first, and waits for the answer."""
+
+    async def decide(self, step: int, index: int, call: ToolCallReady) -> Decision: ...
+
+
+# What the model is told when no approver is given (nobody could decide).
+NO_APPROVER = Decision(approved=False, reason="no one can approve tool calls here")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +121,16 @@ async def run_tool_loop(
     toolbox: Toolbox,
     observer: LoopObserver,
     max_steps: int,
+    approver: Approver | None = None,
+    approval_timeout: float = 300.0,
 ) -> LoopOutcome:
-    """Run one assistant turn: model calls and tool runs until the model answers."""
+    """Run one assistant turn: model calls and tool runs until the model answers.
+
+    Calls of tools that ask first wait for `approver` (at most `approval_timeout` seconds, then
+    they are denied); the step's other calls run meanwhile, and the next model call waits for
+    all of them.
+    """
+    approval = Approval(approver, approval_timeout)
     tools = toolbox.chat_completions_schema()
     for step in range(1, max_steps + 1):
         await observer.step_started(step)
@@ -123,7 +165,7 @@ async def run_tool_loop(
             return LoopOutcome("complete", steps=step)
 
         results = await asyncio.gather(
-            *(run_one_call(toolbox, observer, step, call) for call in ready)
+            *(run_one_call(toolbox, observer, step, call, approval) for call in ready)
         )
         session.add_step("".join(text), ready, [result.output for result in results])
     return LoopOutcome(
@@ -144,10 +186,50 @@ TRUNCATED = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """Who decides on calls of tools that ask first, and how long they have."""
+
+    approver: Approver | None
+    timeout: float
+
+    async def ask(self, step: int, call: ToolCallReady) -> Decision:
+        if self.approver is None:
+            return NO_APPROVER
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.approver.decide(step, call.index, call)
+        except TimeoutError:
+            return Decision(approved=False, timed_out=True)
+
+    def denial(self, decision: Decision) -> str:
+        """What the model is told of a call that was not approved."""
+        if decision.timed_out:
+            return (
+                "The user did not approve this tool call: no one approved it within "
+                f"{self.timeout:g} s. It was not run."
+            )
+        if decision.reason:
+            return f"The user denied this tool call: {decision.reason}"
+        return "The user denied this tool call."
+
+
 async def run_one_call(
-    toolbox: Toolbox, observer: LoopObserver, step: int, call: ToolCallReady
+    toolbox: Toolbox,
+    observer: LoopObserver,
+    step: int,
+    call: ToolCallReady,
+    approval: Approval = Approval(None, 0),
 ) -> ToolResult:
-    await observer.tool_running(step, call.index)
+    decision = None
+    if toolbox.needs_approval(call.name, call.arguments):
+        await observer.tool_awaiting_approval(step, call.index)
+        decision = await approval.ask(step, call)
+        if not decision.approved:
+            output = approval.denial(decision)
+            await observer.tool_denied(step, call.index, decision, output)
+            return ToolResult(ok=False, output=output)
+    await observer.tool_running(step, call.index, decision)
     result = await toolbox.run(call.name, call.arguments)
     await observer.tool_finished(step, call.index, result)
     return result

@@ -47,6 +47,8 @@ class Tool:
     parameters: dict[str, Any]
     function: Callable[..., Any]
     timeout: float = 10.0
+    # Asks the user before it runs: the loop waits for a decision (see streaming.loop.Approver).
+    needs_approval: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_PATTERN.match(self.name):
@@ -67,6 +69,7 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         timeout: float = 10.0,
+        needs_approval: bool = False,
     ) -> Tool:
         """Build a tool whose schema comes from the function's type hints.
 
@@ -79,6 +82,7 @@ class Tool:
             parameters=_parameters_schema(function),
             function=function,
             timeout=timeout,
+            needs_approval=needs_approval,
         )
 
 
@@ -137,9 +141,18 @@ class Toolbox:
             for tool in self._tools.values()
         ]
 
-    async def run(self, name: str, arguments: str) -> ToolResult:
-        """Validate and run one call. Every failure becomes an error result; only cancellation
-        propagates, so a Stop can cancel running tools."""
+    def needs_approval(self, name: str, arguments: str) -> bool:
+        """Whether the call must wait for the user's decision: a tool that asks first, called
+        with valid arguments (a call that cannot run fails without asking)."""
+        tool = self._tools.get(name)
+        return (
+            tool is not None
+            and tool.needs_approval
+            and isinstance(self._check(name, arguments), dict)
+        )
+
+    def _check(self, name: str, arguments: str) -> dict[str, Any] | ToolResult:
+        """The call's parsed arguments, or the failure that ends it before it runs."""
         tool = self._tools.get(name)
         if tool is None:
             available = ", ".join(self._tools) or "none"
@@ -159,7 +172,15 @@ class Toolbox:
             where = "/".join(str(part) for part in problem.absolute_path)
             detail = f"{where}: {problem.message}" if where else problem.message
             return ToolResult.failure(f"invalid arguments: {detail}")
+        return parsed
 
+    async def run(self, name: str, arguments: str) -> ToolResult:
+        """Validate and run one call. Every failure becomes an error result; only cancellation
+        propagates, so a Stop can cancel running tools."""
+        parsed = self._check(name, arguments)
+        if isinstance(parsed, ToolResult):
+            return parsed
+        tool = self._tools[name]
         try:
             async with asyncio.timeout(tool.timeout) as deadline:
                 if _is_async(tool.function):
