@@ -1,11 +1,11 @@
-"""The JSON API's WebSocket routes (behind token auth, in chatsite/asgi.py)."""
+"""The JSON API's WebSocket routes; chatsite/asgi.py puts each behind TokenAuthMiddleware."""
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import URLPattern, path
 
 from .consumers import ApiConsumer
 
-api_websocket_urlpatterns = [
+api_websocket_urlpatterns: list[URLPattern] = [
     path("ws/api/conversations/<int:conversation_id>/", ApiConsumer.as_asgi()),
 ]
