@@ -417,6 +417,25 @@ async def test_a_turn_from_the_page_reaches_api_clients(
     )
 
 
+async def test_a_turn_from_an_api_client_reaches_the_page(
+    api_connect: ApiConnect, connect: Any, user: User, model_server: FakeOpenAI
+) -> None:
+    from tests.chat import finished, receive_until
+    from tests.chat import opened as page_opened
+
+    model_server.queue(sse(text_stream("From the API.")))
+    conversation = await new_conversation(user)
+    page = await page_opened(connect, conversation, user)
+    client = await opened(api_connect, conversation, user)
+
+    sent = await api_send_and_wait(client, "hello from a program")
+    frames = await receive_until(page, finished)
+
+    assert "hello from a program" in frames[0]
+    assert f'id="message-{sent[0]["message_id"]}"' in frames[0]
+    assert "From the API." in frames[-1]
+
+
 def test_every_whole_example_in_the_docs_matches_the_schema() -> None:
     examples = []
     for line in (Path(__file__).parents[1] / "docs" / "api.md").read_text().splitlines():
