@@ -45,7 +45,7 @@ def long_answer_with_tool_calls(model_server: FakeOpenAI, *, delay: float) -> No
             delay=delay,
         )
     )
-    model_server.queue(sse(text_stream(" ".join(f"word{n}" for n in range(300))), delay=delay))
+    model_server.queue(sse(text_stream(" ".join(f"word{n}" for n in range(500))), delay=delay))
 
 
 def last_seq(frames: list[dict[str, Any]], message_id: int) -> int:
@@ -89,7 +89,7 @@ async def test_fifty_dropped_connections_lose_and_repeat_nothing(
     assert seqs == list(range(len(seqs))), "every event once, in order, from message.created on"
     assert message_state(rebuilt(received, message_id)) == await stored_state(message_id)
     stored = await Message.objects.aget(pk=message_id)
-    assert stored.status == Message.Status.COMPLETE and stored.content.endswith("word299")
+    assert stored.status == Message.Status.COMPLETE and stored.content.endswith("word499")
     assert [call["status"] for call in (await stored_state(message_id))["tool_calls"]] == [
         "succeeded",
         "succeeded",
