@@ -9,8 +9,8 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import limits, rendering, runner, services
-from .live import approvals, sweeper
+from . import limits, rendering, services
+from .live import approvals, sweeper, turns
 from .live.draft import AnswerDraft, SequenceGap
 from .live.events import Event, event_from_dict
 from .live.hub import conversation_group, hub
@@ -85,32 +85,18 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 )
                 await self.send(text_data=rendering.render_chat_error(""))
                 return
-            # An answer whose process died does not block the conversation.
-            await sweeper.sweep(conversation_id=self.conversation.pk)
-            user_message, assistant_message = await services.aturn_start(
+            user_message, assistant_message = await turns.turn_start(
                 conversation=self.conversation, text=frame.get("message")
             )
         except (services.ChatInputError, limits.LimitReached, approvals.NotWaiting) as error:
             await self.send(text_data=rendering.render_chat_error(str(error)))
             return
         await self.send(text_data=rendering.render_composer())
-        run = await runner.start_generation(assistant_message)
-        # Every page of the conversation shows the new turn as rendered here, and follows the
-        # answer from this state: none of them reads it back from the database.
-        answer = run.draft
-        turn = {
-            "type": "conversation.turn",
-            "html": rendering.render_new_messages([user_message, answer]),
-            "answer": answer.state(),
-            "seq": answer.seq,
-        }
-        # This page first, at once: the answer's first tokens may already be on their way.
-        await self.conversation_turn(turn)
-        try:
-            await self.channel_layer.group_send(self.group, turn)
-        except Exception:
-            # The conversation's other pages miss the new turn until they reload.
-            logger.warning("could not announce a new turn in %s", self.group, exc_info=True)
+        await turns.turn_run(
+            user_message=user_message,
+            assistant_message=assistant_message,
+            show=self.conversation_turn,
+        )
 
     async def conversation_turn(self, event: dict[str, Any]) -> None:
         assert self.conversation is not None

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, QuerySet
 from django.utils import timezone
 
 from .limits import LimitReached, message_rate_take
@@ -21,6 +21,9 @@ from .streaming.events import ToolCallReady
 from .streaming.loop import assistant_tool_calls_message, tool_output_message
 
 TITLE_LENGTH = 60
+# How far `runs_end` moves an ended answer's `seq` past its last save: above any event its run
+# may have sent without saving it, so whoever holds those sees the ended state as newer.
+ENDED_SEQ_STEP = 1_000_000
 INTERRUPTED_ERROR = "The server stopped while this answer was being written."
 
 
@@ -34,6 +37,10 @@ def database_async[**P, R](function: Callable[P, R]) -> Callable[P, Coroutine[An
 
 class ChatInputError(Exception):
     """Input the user can fix; the message is shown to them as is."""
+
+
+class AnswerRunning(ChatInputError):
+    """The conversation's answer is still being written: wait for it or stop it."""
 
 
 class SignupClosed(Exception):
@@ -213,7 +220,8 @@ def runs_end(
     `stale` picks the answers whose run has not saved for CHAT_RUN_STALE_AFTER seconds (its
     process died). Each answer ends with one conditional UPDATE, so of two processes ending the
     same answer only one does, and a run that saved in the meantime (a live one) is left alone.
-    Unfinished tool calls are cancelled.
+    Unfinished tool calls are cancelled. The answer's `seq` moves ENDED_SEQ_STEP past its last
+    save: its run may have sent events it never saved, and the ended state replaces them.
     """
     now = timezone.now()
     rows = Message.objects.filter(status__in=Message.IN_PROGRESS)
@@ -227,7 +235,10 @@ def runs_end(
     ended = []
     for message_id in list(rows.values_list("pk", flat=True)):
         with transaction.atomic():
-            if not rows.filter(pk=message_id).update(status=status, error=error, finished_at=now):
+            ended_rows = rows.filter(pk=message_id)
+            if not ended_rows.update(
+                status=status, error=error, finished_at=now, seq=F("seq") + ENDED_SEQ_STEP
+            ):
                 continue
             ToolCall.objects.filter(message_id=message_id).exclude(
                 status__in=ToolCall.FINISHED
@@ -264,31 +275,45 @@ def check_message_text(text: object) -> str:
     return str(text)
 
 
-def turn_start(*, conversation: Conversation, text: object) -> tuple[Message, Message]:
+def turn_start(
+    *,
+    conversation: Conversation,
+    text: object,
+    model: str | None = None,
+    api_style: str | None = None,
+) -> tuple[Message, Message]:
     """Store the user's message and an empty streaming assistant message for the answer.
 
-    Raises ChatInputError for text that cannot be stored, and LimitReached past the user's
-    messages per minute or answers at once.
+    `model` and `api_style`, when given, are chosen for this answer and the conversation's next
+    ones, together with it: input refused stores nothing. Raises ChatInputError for text, a
+    model or an API style that cannot be used (AnswerRunning while an answer is being written),
+    and LimitReached past the user's messages per minute or answers at once.
     """
     from .llm import api_style_choices, model_choices
 
     text = check_message_text(text)
-    message_rate_take(user_id=conversation.owner_id)
     # Asked before the lock is taken: the model list may come from the model server.
     models = model_choices()
     styles = api_style_choices()
     if not models:
         raise ChatInputError("No model is configured, so nothing can answer yet.")
+    if model is not None and model not in models:
+        raise ChatInputError(f"{model!r} is not one of the models on offer.")
+    if api_style is not None and api_style not in styles:
+        raise ChatInputError(f"{api_style!r} is not an API style this model server speaks.")
+    message_rate_take(user_id=conversation.owner_id)
     with transaction.atomic():
         # Lock the conversation row so two tabs cannot start two runs at once; it also holds
         # the model and API style chosen since the socket opened.
         check_concurrent_answers(user_id=conversation.owner_id)
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if locked.messages.filter(status__in=Message.IN_PROGRESS).exists():
-            raise ChatInputError("An answer is still being written: wait for it or press Stop.")
+            raise AnswerRunning("An answer is still being written: wait for it or press Stop.")
         # A choice the server no longer offers falls back to the configured one.
-        model = locked.model if locked.model in models else models[0]
-        api_style = locked.api_style if locked.api_style in styles else "chat_completions"
+        if model is None:
+            model = locked.model if locked.model in models else models[0]
+        if api_style is None:
+            api_style = locked.api_style if locked.api_style in styles else "chat_completions"
         user_message = Message.objects.create(
             conversation=locked, role=Message.Role.USER, content=text
         )
@@ -450,3 +475,16 @@ def answer_save(
 
 
 aanswer_save = database_async(answer_save)
+
+
+def answer_latest(*, conversation: Conversation) -> Message | None:
+    """The conversation's latest assistant message, with its tool calls."""
+    return (
+        conversation.messages.filter(role=Message.Role.ASSISTANT)
+        .prefetch_related(ordered_calls())
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+aanswer_latest = database_async(answer_latest)

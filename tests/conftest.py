@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
     from conversations.models import Conversation
+    from tests.chat import ApiSocket
     from tests.fake_openai import FakeOpenAI
 
 
@@ -89,6 +90,49 @@ async def connect() -> AsyncIterator[Connect]:
     await runner.wait_for_local_runs()
     for communicator in opened:
         await communicator.disconnect()
+
+
+ApiConnect = Callable[..., Coroutine[Any, Any, "ApiSocket"]]
+
+
+@pytest.fixture
+async def api_connect() -> AsyncIterator[ApiConnect]:
+    """Open an API socket to a conversation (or a conversation id) as `user`.
+
+    The scope is what the token middleware leaves: the token's user and `api_auth_error` ("" for
+    a good token, else why it was refused).
+    """
+    from channels.routing import URLRouter
+    from channels.testing import WebsocketCommunicator
+
+    from conversations import runner
+    from conversations.api.routing import api_websocket_urlpatterns
+    from tests.chat import ApiSocket
+
+    opened: list[ApiSocket] = []
+
+    async def open_socket(
+        conversation: Conversation | int,
+        user: User,
+        *,
+        auth_error: str = "",
+        subprotocols: list[str] | None = None,
+    ) -> ApiSocket:
+        conversation_id = conversation if isinstance(conversation, int) else conversation.pk
+        communicator = WebsocketCommunicator(
+            URLRouter(api_websocket_urlpatterns),
+            f"/ws/api/conversations/{conversation_id}/",
+            subprotocols=["chat.v1"] if subprotocols is None else subprotocols,
+        )
+        communicator.scope["user"] = user
+        communicator.scope["api_auth_error"] = auth_error
+        opened.append(ApiSocket(communicator))
+        return opened[-1]
+
+    yield open_socket
+    await runner.wait_for_local_runs()
+    for socket in opened:
+        await socket.disconnect()
 
 
 @pytest.fixture(autouse=True)

@@ -29,12 +29,22 @@ def tool_call_position(value: object) -> tuple[int, int, int] | None:
 
 def message_state(message: Message | AnswerDraft) -> dict[str, Any]:
     """The whole message as the API shows it: its role, and an id on every tool call."""
-    state = answer_state(message)
-    state["role"] = message.role
-    for call in state["tool_calls"]:
-        call["tool_call_id"] = tool_call_id(
-            message_id=state["id"], step=call["step"], index=call["index"]
-        )
+    return state_with_ids(answer_state(message), role=message.role)
+
+
+def state_with_ids(state: dict[str, Any], *, role: str = "assistant") -> dict[str, Any]:
+    """An answer's state (`answer_state`, as events carry it) as the API shows it: a copy with
+    its role and an id on every tool call."""
+    state = {**state, "role": role}
+    state["tool_calls"] = [
+        {
+            **call,
+            "tool_call_id": tool_call_id(
+                message_id=state["id"], step=call["step"], index=call["index"]
+            ),
+        }
+        for call in state["tool_calls"]
+    ]
     return state
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-# The JSON socket, "ws/api/conversations/<int:conversation_id>/", comes with its consumer
-# (conversations/api/consumers.py).
-api_websocket_urlpatterns: list[URLPattern] = []
+from .consumers import ApiConsumer
+
+api_websocket_urlpatterns: list[URLPattern] = [
+    path("ws/api/conversations/<int:conversation_id>/", ApiConsumer.as_asgi()),
+]

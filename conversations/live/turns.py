@@ -1,0 +1,67 @@
+"""A new turn, from any page or API client: stored, its answer started, and announced to every
+socket of the conversation (`conversation.turn`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from .. import rendering, runner, services
+from ..models import Conversation, Message
+from . import sweeper
+from .hub import conversation_group
+
+logger = logging.getLogger(__name__)
+
+
+async def turn_start(
+    *,
+    conversation: Conversation,
+    text: object,
+    model: str | None = None,
+    api_style: str | None = None,
+) -> tuple[Message, Message]:
+    """Store the user's message and the empty answer (services.turn_start, which raises on
+    input refused), after ending an answer whose process died: it does not block the turn."""
+    await sweeper.sweep(conversation_id=conversation.pk)
+    return await services.aturn_start(
+        conversation=conversation, text=text, model=model, api_style=api_style
+    )
+
+
+async def turn_run(
+    *,
+    user_message: Message,
+    assistant_message: Message,
+    show: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
+    """Start the answer, `show` the new turn on the socket that sent it, then announce it.
+
+    Every socket of the conversation shows the turn as built here, and follows the answer from
+    this state: none of them reads it back from the database.
+    """
+    run = await runner.start_generation(assistant_message)
+    answer = run.draft
+    turn = {
+        "type": "conversation.turn",
+        "html": rendering.render_new_messages([user_message, answer]),
+        "user_message": {
+            "id": user_message.pk,
+            "content": user_message.content,
+            "created_at": user_message.created_at.isoformat(),
+        },
+        "answer": answer.state(),
+        "seq": answer.seq,
+    }
+    # The sender first, at once: the answer's first tokens may already be on their way.
+    await show(turn)
+    layer = get_channel_layer()
+    assert layer is not None
+    try:
+        await layer.group_send(conversation_group(assistant_message.conversation_id), turn)
+    except Exception:
+        # The conversation's other sockets miss the new turn until they reconnect.
+        logger.warning("could not announce a new turn in %s", assistant_message.conversation_id)
