@@ -608,9 +608,11 @@ async def test_approve_of_someone_elses_tool_call_is_not_waiting(
 
 
 async def waiting_call(
-    api_connect: ApiConnect, user: User, model_server: FakeOpenAI
+    api_connect: ApiConnect, user: User, model_server: FakeOpenAI, settings: Any
 ) -> tuple[ApiSocket, ApiSocket, str]:
     """Two clients of a conversation whose answer waits for a decision on a tool call."""
+    # A test that fails while the call waits would otherwise wait the default 300 s at teardown.
+    settings.CHAT_APPROVAL_TIMEOUT = 10
     model_server.queue(
         sse(tool_calls_stream([("rename_conversation", json.dumps({"title": "Renamed"}))]))
     )
@@ -625,11 +627,10 @@ async def waiting_call(
     return deciding, watching, frames[-1]["tool_call_id"]
 
 
-@pytest.mark.xfail(reason="needs approvals.decide", strict=False)
 async def test_approve_runs_the_waiting_call_and_every_client_sees_it(
-    api_connect: ApiConnect, user: User, model_server: FakeOpenAI
+    api_connect: ApiConnect, user: User, model_server: FakeOpenAI, settings: Any
 ) -> None:
-    deciding, watching, call = await waiting_call(api_connect, user, model_server)
+    deciding, watching, call = await waiting_call(api_connect, user, model_server, settings)
 
     await deciding.send({"type": "approve", "tool_call_id": call})
     frames = await watching.receive_until(answer_finished)
@@ -637,15 +638,15 @@ async def test_approve_runs_the_waiting_call_and_every_client_sees_it(
     decided = [f for f in of_type(frames, "tool.status") if f["decision"]]
     assert decided[0]["decision"] == "approved" and decided[0]["decided_by"] == "alice"
     assert [f["status"] for f in of_type(frames, "tool.status")][-2:] == ["running", "succeeded"]
-    again = await deciding.command({"type": "approve", "tool_call_id": call})
-    assert again["code"] == "not_waiting"
+    await deciding.send({"type": "approve", "tool_call_id": call, "id": "again"})
+    frames = await deciding.receive_until(lambda frame: frame["type"] == "error")
+    assert (frames[-1]["code"], frames[-1]["command_id"]) == ("not_waiting", "again")
 
 
-@pytest.mark.xfail(reason="needs approvals.decide", strict=False)
 async def test_deny_tells_the_model_why(
-    api_connect: ApiConnect, user: User, model_server: FakeOpenAI
+    api_connect: ApiConnect, user: User, model_server: FakeOpenAI, settings: Any
 ) -> None:
-    deciding, watching, call = await waiting_call(api_connect, user, model_server)
+    deciding, watching, call = await waiting_call(api_connect, user, model_server, settings)
 
     await deciding.send({"type": "deny", "tool_call_id": call, "reason": "Keep the name."})
     frames = await watching.receive_until(answer_finished)
@@ -653,3 +654,5 @@ async def test_deny_tells_the_model_why(
     [denied] = [f for f in of_type(frames, "tool.status") if f["status"] == "denied"]
     assert (denied["decision"], denied["reason"]) == ("denied", "Keep the name.")
     assert frames[-1]["status"] == "complete"
+    told = model_server.requests[-1]["messages"][-1]
+    assert told["role"] == "tool" and "Keep the name." in told["content"]
