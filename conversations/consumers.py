@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 NOT_FOUND = 4404
 
 ACTIONS = ("stop", "ping", "approve", "deny")
-REASON_MAX_LENGTH = 1000
 
 
 class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -201,9 +200,9 @@ def parse_frame(text_data: str | None) -> dict[str, Any]:
                 '{"tool_call": "<message>:<step>:<index>"}.'
             )
         reason = frame.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > REASON_MAX_LENGTH:
+        if not isinstance(reason, str) or len(reason) > approvals.REASON_MAX_LENGTH:
             raise services.ChatInputError(
-                f"The reason must be text of at most {REASON_MAX_LENGTH} characters."
+                f"The reason must be text of at most {approvals.REASON_MAX_LENGTH} characters."
             )
         frame["reason"] = reason.strip()
     return frame

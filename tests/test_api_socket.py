@@ -481,6 +481,11 @@ async def test_ping_gets_pong_with_the_command_id(api_connect: ApiConnect, user:
         ),
         (json.dumps({"type": "approve"}), "invalid_command", "`tool_call_id`"),
         (json.dumps({"type": "deny", "tool_call_id": 1}), "invalid_command", "`tool_call_id`"),
+        (
+            json.dumps({"type": "deny", "tool_call_id": "1:1:0", "reason": "x" * 1001}),
+            "invalid_command",
+            "`reason` may be 1000 characters at most",
+        ),
         (json.dumps({"type": "ping", "id": [1]}), "invalid_command", "`id`"),
         (json.dumps({"type": "send", "text": "   "}), "invalid_input", "Type a message first"),
         (json.dumps({"type": "send", "text": "x" * 20_001}), "invalid_input", "20,000"),

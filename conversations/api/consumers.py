@@ -368,6 +368,11 @@ def check_command(frame: dict[str, Any]) -> None:
             raise CommandError("invalid_command", f"`{name}` must be {TYPE_NAMES[expected]}.")
     if kind == "resume" and frame["after"] < 0:
         raise CommandError("invalid_command", "`after` must be 0 or more.")
+    if kind == "deny" and len(frame.get("reason", "")) > approvals.REASON_MAX_LENGTH:
+        raise CommandError(
+            "invalid_command",
+            f"`reason` may be {approvals.REASON_MAX_LENGTH} characters at most.",
+        )
 
 
 def is_type(value: object, expected: type) -> bool:

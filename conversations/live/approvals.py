@@ -7,6 +7,10 @@ from ..streaming.loop import Decision
 from .hub import hub
 
 
+# The longest reason a denial may give, in characters.
+REASON_MAX_LENGTH = 1000
+
+
 class NotWaiting(Exception):
     """No call by that id waits for a decision in this conversation; the message says so."""
 
