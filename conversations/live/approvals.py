@@ -6,7 +6,6 @@ from ..api.protocol import tool_call_position
 from ..streaming.loop import Decision
 from .hub import hub
 
-
 # The longest reason a denial may give, in characters.
 REASON_MAX_LENGTH = 1000
 
