@@ -22,7 +22,7 @@ from ..live.events import (
 )
 from ..live.hub import conversation_group, hub
 from ..models import Conversation, Message
-from .protocol import message_state, state_with_ids, tool_call_id
+from .protocol import conversation_state, message_state, state_with_ids, tool_call_id
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             {
                 "type": "ready",
                 "seq": None,
-                "conversation": conversation_data(conversation),
+                "conversation": conversation_state(conversation),
                 "answer": None
                 if answer is None
                 else {"message_id": answer.pk, "status": answer.status, "seq": answer.seq},
@@ -309,17 +309,6 @@ def event_data(message_id: int, event: Event) -> dict[str, Any]:
 
 def snapshot_data(message_id: int, seq: int, message: dict[str, Any]) -> dict[str, Any]:
     return {"type": "snapshot", "seq": seq, "message_id": message_id, "message": message}
-
-
-def conversation_data(conversation: Conversation) -> dict[str, Any]:
-    return {
-        "id": conversation.pk,
-        "title": conversation.title,
-        "model": conversation.model,
-        "api_style": conversation.api_style,
-        "created_at": conversation.created_at.isoformat(),
-        "updated_at": conversation.updated_at.isoformat(),
-    }
 
 
 # Each command's fields: name -> (JSON type, required).
