@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.forms import ModelForm
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from .api import tokens
-from .models import ApiToken, Conversation, Message, ToolCall
+from .models import ApiToken, Conversation, ConversationQuerySet, Message, ToolCall
 from .templatetags.chat import seconds
 
 
@@ -58,28 +59,67 @@ class ToolCallInline(DurationColumn, admin.StackedInline):  # type: ignore[type-
         return False
 
 
+class AnswerStatusFilter(admin.SimpleListFilter):
+    """The status of the conversation's latest answer; "running" is queued or streaming."""
+
+    title = "last answer"
+    parameter_name = "answer"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        ended = [(status.value, status.label) for status in Message.Status]
+        return [("running", "Running"), *ended, ("none", "No answer yet")]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> QuerySet[Conversation]:
+        # `answer_status` is ConversationQuerySet.with_answer_status's annotation.
+        match self.value():
+            case None:
+                return queryset
+            case "running":
+                return queryset.filter(Q(answer_status__in=Message.IN_PROGRESS))
+            case "none":
+                return queryset.filter(Q(answer_status__isnull=True))
+            case status:
+                return queryset.filter(Q(answer_status=status))
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = [
         "__str__",
+        "chat_link",
         "owner",
+        "answer_status",
         "model",
         "message_count",
         "tokens",
         "created_at",
         "updated_at",
     ]
-    list_filter = ["model", "created_at", "updated_at"]
+    list_filter = [AnswerStatusFilter, "model", "created_at", "updated_at"]
     search_fields = ["title", "owner__username", "messages__content"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["chat_link", "created_at", "updated_at"]
     date_hierarchy = "created_at"
     inlines = [MessageInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
-        queryset: QuerySet[Conversation] = super().get_queryset(request)
-        return queryset.select_related("owner").annotate(
-            message_total=Count("messages"), token_total=Sum("messages__total_tokens")
+        queryset: ConversationQuerySet = super().get_queryset(request)  # type: ignore[assignment]
+        return (
+            queryset.with_answer_status()
+            .select_related("owner")
+            .annotate(message_total=Count("messages"), token_total=Sum("messages__total_tokens"))
         )
+
+    @admin.display(description="chat page")
+    def chat_link(self, conversation: Conversation) -> str:
+        # Only its owner can open it; anyone else gets the chat's 404.
+        return format_html('<a href="{}">{}</a>', conversation.get_absolute_url(), conversation)
+
+    @admin.display(description="last answer", ordering="answer_status")
+    def answer_status(self, conversation: Conversation) -> str:
+        status = conversation.answer_status  # type: ignore[attr-defined]
+        return Message.Status(status).label if status else "no answer yet"
 
     @admin.display(description="messages", ordering="message_total")
     def message_count(self, conversation: Conversation) -> int:
@@ -107,17 +147,22 @@ class MessageAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["content", "error", "conversation__title"]
     list_select_related = ["conversation"]
     date_hierarchy = "created_at"
+    # What the user and the model wrote is kept as it was: nothing here is editable.
     readonly_fields = [
         "conversation",
         "role",
         "content",
+        "reasoning",
         "status",
         "error",
         "model",
+        "api_style",
         "input_tokens",
         "output_tokens",
         "total_tokens",
         "steps",
+        "response_id",
+        "seq",
         "stop_requested",
         "heartbeat_at",
         "created_at",
@@ -125,6 +170,9 @@ class MessageAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
         "duration_display",
     ]
     inlines = [ToolCallInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(ToolCall)
@@ -163,6 +211,9 @@ class ToolCallAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
         "finished_at",
         "duration_display",
     ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(ApiToken)

@@ -6,8 +6,26 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Exists, OuterRef, Subquery
+from django.urls import reverse
 
 from .live.draft import group_by_step, split_parts
+
+
+class ConversationQuerySet(models.QuerySet["Conversation"]):
+    def with_answer_status(self) -> ConversationQuerySet:
+        """Annotated with `answer_status`: the latest answer's status, None before the first."""
+        latest = Message.objects.filter(
+            conversation=OuterRef("pk"), role=Message.Role.ASSISTANT
+        ).order_by("-created_at", "-id")
+        return self.annotate(answer_status=Subquery(latest.values("status")[:1]))
+
+    def with_messages(self) -> ConversationQuerySet:
+        """Only the conversations with at least one message."""
+        return self.filter(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
+
+    def without_messages(self) -> ConversationQuerySet:
+        return self.exclude(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
 
 
 class Conversation(models.Model):
@@ -20,12 +38,17 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = ConversationQuerySet.as_manager()
+
     class Meta:
         ordering = ["-updated_at", "-id"]
         indexes = [models.Index(fields=["owner", "-updated_at"])]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("conversation-detail", args=[self.pk])
 
 
 class Message(models.Model):

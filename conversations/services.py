@@ -82,18 +82,43 @@ def user_create(*, username: str, password: str) -> User:
 CLOSED_MESSAGE = "Sign-up is closed: the site's admin creates accounts."
 
 
-def conversation_list(*, user: User) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(owner=user).order_by("-updated_at", "-id")
+def conversation_list(*, user: User, with_empty: bool = True) -> QuerySet[Conversation]:
+    """The user's conversations, newest activity first; without `with_empty`, only those with a
+    message (the page's list: a New conversation nobody wrote in is not listed)."""
+    conversations = Conversation.objects.filter(owner=user)
+    if not with_empty:
+        conversations = conversations.with_messages()
+    return conversations.order_by("-updated_at", "-id")
 
 
 def conversation_create(
-    *, owner: User, model: str | None = None, api_style: str | None = None
+    *,
+    owner: User,
+    model: str | None = None,
+    api_style: str | None = None,
+    reuse_empty: bool = False,
 ) -> Conversation:
     """A new conversation; a `model` or `api_style` given is checked as conversation_configure
-    checks it (ChatInputError, and nothing is created), else the configured ones are used."""
+    checks it (ChatInputError, and nothing is created), else the configured ones are used.
+
+    With `reuse_empty` the owner's newest conversation without messages is returned instead,
+    if there is one, so pressing New conversation again does not leave empty ones behind. Two
+    presses at once give one conversation: the owner's row is written first, which locks it on
+    PostgreSQL and takes SQLite's write lock, so the second one's check sees the first's.
+    """
     from .llm import default_api_style, model_name
 
     with transaction.atomic():
+        if reuse_empty:
+            User.objects.filter(pk=owner.pk).update(last_login=F("last_login"))
+            empty = (
+                Conversation.objects.filter(owner=owner)
+                .without_messages()
+                .order_by("-created_at", "-id")
+                .first()
+            )
+            if empty is not None:
+                return empty
         conversation = Conversation.objects.create(
             owner=owner, model=model_name(), api_style=default_api_style()
         )

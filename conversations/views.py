@@ -85,7 +85,7 @@ def conversation_list(request: SignedInRequest) -> HttpResponse:
         request,
         "conversations/list.html",
         {
-            "conversations": services.conversation_list(user=request.user),
+            "conversations": services.conversation_list(user=request.user, with_empty=False),
             "model": llm.model_name(),
             "setup_hint": llm.SETUP_HINT,
         },
@@ -95,7 +95,7 @@ def conversation_list(request: SignedInRequest) -> HttpResponse:
 @require_POST
 @login_required
 def conversation_create(request: SignedInRequest) -> HttpResponse:
-    conversation = services.conversation_create(owner=request.user)
+    conversation = services.conversation_create(owner=request.user, reuse_empty=True)
     return redirect("conversation-detail", conversation_id=conversation.pk)
 
 

@@ -213,6 +213,17 @@ def test_post_starts_a_conversation(user: User) -> None:
     assert Conversation.objects.filter(owner=user).count() == 3
 
 
+def test_post_always_creates_and_the_list_shows_empty_conversations(user: User) -> None:
+    client = api_client(user)
+
+    first = client.post(reverse("api-conversations"), content_type="application/json").json()["id"]
+    second = client.post(reverse("api-conversations"), content_type="application/json").json()["id"]
+
+    assert first != second
+    listed = client.get(reverse("api-conversations")).json()["results"]
+    assert [conversation["id"] for conversation in listed] == [second, first]
+
+
 def test_post_refuses_bad_bodies_and_choices(user: User) -> None:
     client = api_client(user)
     url = reverse("api-conversations")

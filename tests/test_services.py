@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection, connections
 from django.utils import timezone
 
 from conversations import services
@@ -141,3 +143,30 @@ def test_message_text_checks() -> None:
     for bad in ("", "   ", None, 5, "x" * 20_001):
         with pytest.raises(services.ChatInputError):
             services.check_message_text(bad)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="concurrent presses need a server database (SQLite's in-memory test database "
+    "cannot be written by threads at once)",
+)
+def test_ten_new_conversation_presses_at_once_make_one_conversation(user: User) -> None:
+    start = threading.Barrier(10)
+    opened: list[int] = []
+
+    def press_new() -> None:
+        start.wait()
+        try:
+            opened.append(services.conversation_create(owner=user, reuse_empty=True).pk)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=press_new) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert Conversation.objects.filter(owner=user).count() == 1
+    assert set(opened) == {Conversation.objects.get(owner=user).pk}

@@ -73,10 +73,15 @@ def test_login_page_logs_in(client: Client, user: User) -> None:
     assert b"Conversations" in response.content
 
 
+def with_a_message(conversation: Conversation) -> Conversation:
+    Message.objects.create(conversation=conversation, role="user", content="hello")
+    return conversation
+
+
 def test_list_shows_only_my_conversations_newest_first(user: User, other_user: User) -> None:
-    Conversation.objects.create(owner=user, title="older one")
-    Conversation.objects.create(owner=user, title="newer one")
-    Conversation.objects.create(owner=other_user, title="bob's secret")
+    with_a_message(Conversation.objects.create(owner=user, title="older one"))
+    with_a_message(Conversation.objects.create(owner=user, title="newer one"))
+    with_a_message(Conversation.objects.create(owner=other_user, title="bob's secret"))
 
     content = signed_in(user).get(reverse("conversation-list")).content.decode()
 
@@ -92,6 +97,59 @@ def test_new_conversation_opens_the_chat_page(user: User) -> None:
     content = response.content.decode()
     assert f'ws-connect="/ws/conversations/{conversation.pk}/"' in content
     assert 'name="message"' in content
+
+
+def test_new_conversation_twice_opens_the_same_empty_conversation(user: User) -> None:
+    client = signed_in(user)
+    first = client.post(reverse("conversation-create"))
+    second = client.post(reverse("conversation-create"))
+
+    conversation = Conversation.objects.get(owner=user)
+    assert first["Location"] == second["Location"] == conversation.get_absolute_url()
+
+
+def test_new_conversation_after_a_message_is_a_new_one(user: User) -> None:
+    client = signed_in(user)
+    client.post(reverse("conversation-create"))
+    first = with_a_message(Conversation.objects.get(owner=user))
+
+    response = client.post(reverse("conversation-create"))
+
+    assert Conversation.objects.filter(owner=user).count() == 2
+    second = Conversation.objects.exclude(pk=first.pk).get(owner=user)
+    assert response["Location"] == second.get_absolute_url()
+    assert client.post(reverse("conversation-create"))["Location"] == second.get_absolute_url()
+
+
+def test_new_conversation_never_reuses_someone_elses_empty_one(
+    user: User, other_user: User
+) -> None:
+    theirs = Conversation.objects.create(owner=other_user, title="bob's empty one")
+
+    response = signed_in(user).post(reverse("conversation-create"))
+
+    mine = Conversation.objects.get(owner=user)
+    assert response["Location"] == mine.get_absolute_url()
+    assert Conversation.objects.get(pk=theirs.pk).owner == other_user
+    assert not theirs.messages.exists()
+
+
+def test_the_list_hides_conversations_without_messages(user: User) -> None:
+    Conversation.objects.create(owner=user, title="nothing said here")
+    with_a_message(Conversation.objects.create(owner=user, title="we talked"))
+
+    content = signed_in(user).get(reverse("conversation-list")).content.decode()
+
+    assert "we talked" in content
+    assert "nothing said here" not in content
+
+
+def test_the_list_of_only_empty_conversations_says_there_are_none(user: User) -> None:
+    signed_in(user).post(reverse("conversation-create"))
+
+    content = signed_in(user).get(reverse("conversation-list")).content.decode()
+
+    assert "No conversations yet." in content
 
 
 def test_no_model_configured_says_how_to_fix_it(user: User, settings: Any) -> None:

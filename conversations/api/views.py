@@ -98,7 +98,9 @@ def conversation_create(request: TokenRequest) -> HttpResponse:
                 raise BadRequest("invalid_input", f"{name} must be a string.")
             choices[name] = body[name]
     try:
-        conversation = services.conversation_create(owner=request.user, **choices)
+        conversation = services.conversation_create(
+            owner=request.user, model=choices.get("model"), api_style=choices.get("api_style")
+        )
     except services.ChatInputError as error:
         raise BadRequest("invalid_input", str(error)) from None
     return JsonResponse(conversation_state(conversation), status=201)
