@@ -88,9 +88,13 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 conversation=self.conversation, text=frame.get("message")
             )
         except (services.ChatInputError, limits.LimitReached, approvals.NotWaiting) as error:
-            await self.send(text_data=rendering.render_chat_error(str(error)))
+            await self.send(
+                text_data=rendering.render_chat_error(
+                    str(error), until_answer_ends=isinstance(error, services.AnswerRunning)
+                )
+            )
             return
-        await self.send(text_data=rendering.render_composer())
+        await self.send(text_data=rendering.render_message_accepted())
         await turns.turn_run(
             user_message=user_message,
             assistant_message=assistant_message,

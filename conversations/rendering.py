@@ -69,13 +69,17 @@ def render_run_controls(*, running: bool) -> str:
     return render("run-controls", {"running": running})
 
 
-def render_chat_error(error: str) -> str:
-    return render("chat-error", {"error": error})
+def render_chat_error(error: str, *, until_answer_ends: bool = False) -> str:
+    """The error line; with `until_answer_ends` the page empties it once no answer runs."""
+    return render(
+        "chat-error", {"error": error, "clears": "answer-end" if until_answer_ends else ""}
+    )
 
 
-def render_composer() -> str:
-    """A fresh, empty message form, plus a cleared error line."""
-    return render("composer", {}) + render_chat_error("")
+def render_message_accepted() -> str:
+    """The acknowledgement of a message: the page clears what it sent from the box (the form
+    stays, with its focus and any text typed since), and the error line."""
+    return render("composer-ack", {}) + render_chat_error("")
 
 
 def render_pong() -> str:

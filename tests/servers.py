@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,3 +79,66 @@ def daphne_process(
         server.wait(timeout=10)
         if log:
             output.close()  # type: ignore[union-attr]
+
+
+class CuttableProxy:
+    """A TCP proxy in front of a server whose WebSocket connections can be dropped, and new
+    connections refused, as a network that goes away does."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.refusing = False
+        self.websockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def cut(self) -> None:
+        """Drop every open WebSocket connection without a closing handshake."""
+        for connection in self.websockets:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self.websockets.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+    def accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                threading.Thread(target=self.connect, args=(client,), daemon=True).start()
+
+    def connect(self, client: socket.socket) -> None:
+        if self.refusing:
+            client.close()
+            return
+        upstream = socket.create_connection(self.target)
+        first = client.recv(65536)
+        if first.startswith(b"GET /ws/"):
+            self.websockets += [client, upstream]
+        upstream.sendall(first)
+        threading.Thread(target=self.pump, args=(upstream, client), daemon=True).start()
+        self.pump(client, upstream)
+        client.close()
+        upstream.close()
+
+    @staticmethod
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def cuttable_proxy(target: str) -> Iterator[CuttableProxy]:
+    proxy = CuttableProxy(target)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

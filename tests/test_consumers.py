@@ -269,8 +269,30 @@ async def test_a_second_message_while_answering_is_refused(
     frames = await receive_until(socket, lambda f: 'id="chat-error"' in f)
 
     assert "still being written" in frames[-1]
+    # The page empties this error once no answer runs; other errors stay until the next send.
+    assert 'data-clears="answer-end"' in frames[-1]
     await receive_until(socket, finished)
     assert await Message.objects.filter(conversation=conversation, role="user").acount() == 1
+
+
+async def test_an_accepted_message_is_acknowledged_without_a_new_form(
+    connect: Connect, user: User, model_server: FakeOpenAI
+) -> None:
+    model_server.queue(sse(text_stream("Hello.")))
+    conversation = await new_conversation(user)
+    socket = await opened(connect, conversation, user)
+
+    await socket.send_json_to({"message": "x" * 20_001})
+    refused = await socket.receive_from()
+    await socket.send_json_to({"message": "hi"})
+    [ack] = await receive_until(socket, lambda f: 'id="composer-ack"' in f)
+
+    assert "data-clears" not in refused
+    # The form stays as the user left it; the error line is emptied.
+    assert 'id="composer"' not in ack
+    assert '<template id="composer-ack" hx-swap-oob="true"></template>' in ack
+    assert '<p id="chat-error" class="chat-error" role="alert"></p>' in ack
+    await receive_until(socket, finished)
 
 
 async def test_someone_elses_conversation_is_closed_like_a_missing_one(

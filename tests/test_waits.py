@@ -110,7 +110,7 @@ async def test_a_hanging_model_list_delays_no_page_message_or_socket(
     await chat.send_json_to({"action": "ping"})
     await receive_until(chat, lambda frame: 'id="pong"' in frame, timeout=5)
     await chat.send_json_to({"message": "hi"})
-    await receive_until(chat, lambda frame: 'id="composer"' in frame, timeout=5)
+    await receive_until(chat, lambda frame: 'id="composer-ack"' in frame, timeout=5)
     took = time.monotonic() - started
 
     assert again.status_code == 200
