@@ -62,7 +62,6 @@ def test_a_message_streams_back_with_a_tool_card(
             page = browser.new_page()
             # Whatever the Content-Security-Policy blocks, as the console and the page see it.
             console: list[str] = []
-            page.on("console", lambda message: console.append(message.text))
             page.add_init_script(
                 """window.cspViolations = [];
                 document.addEventListener('securitypolicyviolation', (event) => {
@@ -164,6 +163,90 @@ def test_a_call_that_asks_first_is_denied_then_approved_from_the_page(
             page.reload()
             expect(page.locator("#conversation-title")).to_have_text("Kyoto")
             expect(page.locator(".tool-card").first).to_contain_text("Not <that> one.")
+            assert page.evaluate("window.cspViolations") == []
+        finally:
+            browser.close()
+
+
+def test_a_finished_answer_shows_highlighted_code_a_copy_button_a_table_and_a_dark_scheme(
+    daphne_server: str, fake_openai: FakeOpenAI
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    code = 'def area(radius: float) -> float:\n    return 3.14159 * radius ** 2  # "<pi>"\n'
+    answer = (
+        f"Here is the function:\n\n```python\n{code}```\n\n"
+        "| Shape | Area |\n| --- | --- |\n| circle | πr² |\n| square | a² |\n"
+    )
+    fake_openai.queue(sse(text_stream(answer), delay=0.02))
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+            page = context.new_page()
+            page.add_init_script(
+                """window.cspViolations = [];
+                document.addEventListener('securitypolicyviolation', (event) => {
+                  window.cspViolations.push(event.violatedDirective + ' ' + event.blockedURI);
+                });"""
+            )
+            page.goto(f"{daphne_server}/signup/")
+            page.fill("#id_username", "walter")
+            page.fill("#id_password1", "a-browser-password-1")
+            page.fill("#id_password2", "a-browser-password-1")
+            page.click("button[type=submit]")
+            page.click("text=New conversation")
+            messages = page.locator("#messages")
+            expect(messages).to_have_attribute("role", "log")
+            expect(messages).to_have_attribute("aria-live", "polite")
+
+            page.fill("textarea[name=message]", "the area of a circle, in Python?")
+            page.keyboard.press("Enter")
+            assistant = page.locator(".message.role-assistant")
+            expect(assistant).to_have_attribute("aria-busy", "true", timeout=15_000)
+            expect(assistant).to_have_attribute("data-status", "complete", timeout=15_000)
+            expect(assistant).not_to_have_attribute("aria-busy", "true")
+            # The list was swapped over the socket (connect, then the new turn): still a log.
+            expect(messages).to_have_attribute("role", "log")
+            expect(messages).to_have_attribute("aria-live", "polite")
+
+            block = assistant.locator(".code-block")
+            expect(block.locator("pre.highlight span.k").first).to_have_text("def")
+            expect(block.locator("span.nf")).to_have_text("area")
+            expect(block.locator("pre")).to_have_text(code)
+            expect(assistant.locator("table th")).to_have_text(["Shape", "Area"])
+            expect(assistant.locator("table td")).to_have_count(4)
+
+            copy = block.locator("button.copy-code")
+            expect(copy).to_have_accessible_name("Copy")
+            copy.click()
+            expect(copy).to_have_text("Copied")
+            assert page.evaluate("navigator.clipboard.readText()") == code
+            expect(copy).to_have_text("Copy", timeout=5_000)
+            # The button is a real button: the keyboard reaches it and Enter presses it.
+            page.evaluate("navigator.clipboard.writeText('')")
+            copy.focus()
+            page.keyboard.press("Enter")
+            expect(copy).to_have_text("Copied")
+            assert page.evaluate("navigator.clipboard.readText()") == code
+
+            def colour(selector: str, property: str = "backgroundColor") -> tuple[int, ...]:
+                value = page.eval_on_selector(
+                    selector, f"(element) => getComputedStyle(element).{property}"
+                )
+                return tuple(int(part) for part in value[4:-1].split(",")[:3])
+
+            assert sum(colour("body")) > 600
+            keyword_light = colour("span.k", "color")
+            page.emulate_media(color_scheme="dark")
+            assert sum(colour("body")) < 150
+            assert sum(colour(".message.role-assistant")) < 150
+            assert sum(colour(".code-block pre")) < 150
+            assert colour("span.k", "color") != keyword_light
             assert page.evaluate("window.cspViolations") == []
         finally:
             browser.close()
