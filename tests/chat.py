@@ -236,3 +236,23 @@ def rebuilt(frames: list[dict[str, Any]], message_id: int) -> AnswerDraft:
 async def stored_state(message_id: int) -> dict[str, Any]:
     message = await Message.objects.prefetch_related(ordered_calls()).aget(pk=message_id)
     return message_state(message)
+
+
+# Collects whatever the Content-Security-Policy blocks in `window.cspViolations`.
+CSP_WATCH = """window.cspViolations = [];
+document.addEventListener('securitypolicyviolation', (event) => {
+  window.cspViolations.push(event.violatedDirective + ' ' + event.blockedURI);
+});"""
+
+
+def browser_sign_up(page: Any, base_url: str) -> Any:
+    """Watch the page for CSP violations, sign up as walter (the site's first user) and open a new
+    conversation, as a new user does in the browser; the sign-up page's response."""
+    page.add_init_script(CSP_WATCH)
+    signup = page.goto(f"{base_url}/signup/")
+    page.fill("#id_username", "walter")
+    page.fill("#id_password1", "a-browser-password-1")
+    page.fill("#id_password2", "a-browser-password-1")
+    page.click("button[type=submit]")
+    page.click("text=New conversation")
+    return signup

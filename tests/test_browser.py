@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chat import browser_sign_up
 from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
 from tests.servers import daphne, migrate
 
@@ -62,20 +63,9 @@ def test_a_message_streams_back_with_a_tool_card(
             page = browser.new_page()
             # Whatever the Content-Security-Policy blocks, as the console and the page see it.
             console: list[str] = []
-            page.add_init_script(
-                """window.cspViolations = [];
-                document.addEventListener('securitypolicyviolation', (event) => {
-                  window.cspViolations.push(event.violatedDirective + ' ' + event.blockedURI);
-                });"""
-            )
-            signup = page.goto(f"{daphne_server}/signup/")
+            signup = browser_sign_up(page, daphne_server)
             assert signup is not None
             assert "script-src 'self' 'nonce-" in signup.headers["content-security-policy"]
-            page.fill("#id_username", "walter")
-            page.fill("#id_password1", "a-browser-password-1")
-            page.fill("#id_password2", "a-browser-password-1")
-            page.click("button[type=submit]")
-            page.click("text=New conversation")
             expect(page.locator("textarea[name=message]")).to_be_visible()
             # Record every distinct text the answer shows while it streams.
             page.evaluate(
@@ -126,18 +116,7 @@ def test_a_call_that_asks_first_is_denied_then_approved_from_the_page(
         )
         try:
             page = browser.new_page()
-            page.add_init_script(
-                """window.cspViolations = [];
-                document.addEventListener('securitypolicyviolation', (event) => {
-                  window.cspViolations.push(event.violatedDirective + ' ' + event.blockedURI);
-                });"""
-            )
-            page.goto(f"{daphne_server}/signup/")
-            page.fill("#id_username", "walter")
-            page.fill("#id_password1", "a-browser-password-1")
-            page.fill("#id_password2", "a-browser-password-1")
-            page.click("button[type=submit]")
-            page.click("text=New conversation")
+            browser_sign_up(page, daphne_server)
 
             page.fill("textarea[name=message]", "call it Nope")
             page.keyboard.press("Enter")
@@ -188,18 +167,7 @@ def test_a_finished_answer_shows_highlighted_code_a_copy_button_a_table_and_a_da
         try:
             context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
             page = context.new_page()
-            page.add_init_script(
-                """window.cspViolations = [];
-                document.addEventListener('securitypolicyviolation', (event) => {
-                  window.cspViolations.push(event.violatedDirective + ' ' + event.blockedURI);
-                });"""
-            )
-            page.goto(f"{daphne_server}/signup/")
-            page.fill("#id_username", "walter")
-            page.fill("#id_password1", "a-browser-password-1")
-            page.fill("#id_password2", "a-browser-password-1")
-            page.click("button[type=submit]")
-            page.click("text=New conversation")
+            browser_sign_up(page, daphne_server)
             messages = page.locator("#messages")
             expect(messages).to_have_attribute("role", "log")
             expect(messages).to_have_attribute("aria-live", "polite")

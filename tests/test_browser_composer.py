@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.chat import browser_sign_up
 from tests.fake_openai import FakeOpenAI, sse, text_stream
 from tests.servers import CuttableProxy, cuttable_proxy, daphne, migrate
 
@@ -71,18 +72,7 @@ def page(context: BrowserContext, proxy: CuttableProxy) -> Iterator[Page]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.add_init_script(
-        """window.cspViolations = [];
-        document.addEventListener('securitypolicyviolation', (event) => {
-          window.cspViolations.push(event.violatedDirective + ' ' + event.blockedURI);
-        });"""
-    )
-    page.goto(f"{proxy.url}/signup/")
-    page.fill("#id_username", "walter")
-    page.fill("#id_password1", "a-browser-password-1")
-    page.fill("#id_password2", "a-browser-password-1")
-    page.click("button[type=submit]")
-    page.click("text=New conversation")
+    browser_sign_up(page, proxy.url)
     expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
     yield page
     assert page.evaluate("window.cspViolations") == []
