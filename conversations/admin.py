@@ -72,7 +72,8 @@ class AnswerStatusFilter(admin.SimpleListFilter):
     def queryset(
         self, request: HttpRequest, queryset: QuerySet[Conversation]
     ) -> QuerySet[Conversation]:
-        # `answer_status` is ConversationQuerySet.with_answer_status's annotation.
+        # `answer_status` is ConversationQuerySet.with_answer_status's annotation (in Q(), which
+        # django-stubs does not check against the model's fields).
         match self.value():
             case None:
                 return queryset

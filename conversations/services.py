@@ -131,14 +131,23 @@ def conversation_create(
     return conversation
 
 
+def check_choice(
+    *, model: str | None, api_style: str | None, models: Collection[str], styles: Collection[str]
+) -> None:
+    """ChatInputError unless the model and API style chosen (None: not chosen) are on offer."""
+    if model is not None and model not in models:
+        raise ChatInputError(f"{model!r} is not one of the models on offer.")
+    if api_style is not None and api_style not in styles:
+        raise ChatInputError(f"{api_style!r} is not an API style this model server speaks.")
+
+
 def conversation_configure(*, conversation: Conversation, model: str, api_style: str) -> None:
     """Choose the model and API style the conversation's next answers use."""
     from .llm import api_style_choices, model_choices
 
-    if model not in model_choices():
-        raise ChatInputError(f"{model!r} is not one of the models on offer.")
-    if api_style not in api_style_choices():
-        raise ChatInputError(f"{api_style!r} is not an API style this model server speaks.")
+    check_choice(
+        model=model, api_style=api_style, models=model_choices(), styles=api_style_choices()
+    )
     conversation.model = model
     conversation.api_style = api_style
     conversation.save(update_fields=["model", "api_style", "updated_at"])
@@ -322,10 +331,7 @@ def turn_start(
     styles = api_style_choices()
     if not models:
         raise ChatInputError("No model is configured, so nothing can answer yet.")
-    if model is not None and model not in models:
-        raise ChatInputError(f"{model!r} is not one of the models on offer.")
-    if api_style is not None and api_style not in styles:
-        raise ChatInputError(f"{api_style!r} is not an API style this model server speaks.")
+    check_choice(model=model, api_style=api_style, models=models, styles=styles)
     message_rate_take(user_id=conversation.owner_id)
     with transaction.atomic():
         # Lock the conversation row so two tabs cannot start two runs at once; it also holds

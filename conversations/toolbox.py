@@ -9,7 +9,7 @@ import json
 from channels.db import aclose_old_connections
 
 from . import services
-from .models import Conversation, Message
+from .models import Message
 from .streaming.builtin_tools import CALCULATOR, CURRENT_TIME
 from .streaming.tools import Tool, Toolbox
 
@@ -35,7 +35,7 @@ def toolbox_for(*, user_id: int, conversation_id: int) -> Toolbox:
 TITLE = {
     "type": "string",
     "minLength": 1,
-    "maxLength": Conversation._meta.get_field("title").max_length,
+    "maxLength": services.TITLE_LENGTH,
     "description": "The new title: a few words.",
 }
 

@@ -12,7 +12,6 @@ from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.csrf import csrf_exempt
 
 from .. import services
 from ..live import sweeper
@@ -37,7 +36,6 @@ def api_view(*methods: str) -> Callable[[Callable[..., HttpResponse]], Callable[
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         authenticated = token_required(view)
 
-        @csrf_exempt
         @functools.wraps(authenticated)
         def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:

@@ -219,7 +219,7 @@ async def run_one_call(
     observer: LoopObserver,
     step: int,
     call: ToolCallReady,
-    approval: Approval = Approval(None, 0),
+    approval: Approval,
 ) -> ToolResult:
     decision = None
     if toolbox.needs_approval(call.name, call.arguments):
