@@ -333,6 +333,8 @@ CHAT_CHECKPOINT_INTERVAL = float(os.environ.get("CHAT_CHECKPOINT_INTERVAL", "1.0
 CHAT_HEARTBEAT_INTERVAL = float(os.environ.get("CHAT_HEARTBEAT_INTERVAL", "10"))
 CHAT_RUN_STALE_AFTER = float(os.environ.get("CHAT_RUN_STALE_AFTER", "30"))
 CHAT_SWEEP_INTERVAL = float(os.environ.get("CHAT_SWEEP_INTERVAL", "2"))
+# After a conversation's first answer its model is asked for a short title (one more call).
+CHAT_GENERATE_TITLES = env_bool("CHAT_GENERATE_TITLES", True)
 # How long a call of a tool that asks first (rename_conversation, delete_conversation) waits for
 # the user's approval before it is denied as timed out.
 CHAT_APPROVAL_TIMEOUT = float(os.environ.get("CHAT_APPROVAL_TIMEOUT", "300"))

@@ -10,7 +10,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import limits, rendering, services
-from .live import approvals, sweeper, turns
+from .live import approvals, pages, sweeper, turns
 from .live.draft import AnswerDraft, SequenceGap
 from .live.events import Event, event_from_dict
 from .live.hub import conversation_group, hub
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 # htmx would reconnect for ever.
 NOT_FOUND = 4404
 
-ACTIONS = ("stop", "ping", "approve", "deny")
+ACTIONS = ("stop", "ping", "approve", "deny", "rename")
 
 
 class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -84,10 +84,25 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 )
                 await self.send(text_data=rendering.render_chat_error(""))
                 return
+            if frame.get("action") == "rename":
+                await services.aconversation_rename(
+                    owner_id=self.conversation.owner_id,
+                    conversation_id=self.conversation.pk,
+                    title=frame.get("title"),
+                )
+                # Every page of the conversation shows the new title, this one included.
+                await pages.conversation_changed(conversation_id=self.conversation.pk)
+                await self.send(text_data=rendering.render_chat_error(""))
+                return
             user_message, assistant_message = await turns.turn_start(
                 conversation=self.conversation, text=frame.get("message")
             )
-        except (services.ChatInputError, limits.LimitReached, approvals.NotWaiting) as error:
+        except (
+            services.ChatInputError,
+            services.NoSuchConversation,
+            limits.LimitReached,
+            approvals.NotWaiting,
+        ) as error:
             await self.send(
                 text_data=rendering.render_chat_error(
                     str(error), until_answer_ends=isinstance(error, services.AnswerRunning)
@@ -103,6 +118,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def conversation_turn(self, event: dict[str, Any]) -> None:
         assert self.conversation is not None
+        # The first message gives the conversation its title.
+        self.conversation.title = event.get("title", self.conversation.title)
         if event["answer"]["id"] <= self.shown_up_to:
             # Shown already: by the page that sent it (this is the echo), or from the rows by a
             # page that opened since.
@@ -114,6 +131,19 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await hub().follow(
             self, conversation_id=self.conversation.pk, message_id=answer.id, after=answer.seq
         )
+
+    async def conversation_changed(self, event: dict[str, Any]) -> None:
+        """The conversation's title or sidebar entry changed (live.pages)."""
+        assert self.conversation is not None
+        self.conversation.title = event["title"]
+        await self.send(text_data=event["html"])
+
+    def sidebar_entry(self, answer: Message | AnswerDraft) -> str:
+        """The page's sidebar entry once an answer has ended: its badge changes."""
+        assert self.conversation is not None
+        if answer.in_progress:
+            return ""
+        return rendering.render_sidebar_entry(conversation=self.conversation, status=answer.status)
 
     async def follow(self, message: Message) -> None:
         """Show the answer's events from where its saved state ends."""
@@ -143,7 +173,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
             return
         if html:
-            await self.send(text_data=html)
+            await self.send(text_data=html + self.sidebar_entry(answer))
         if not answer.in_progress:
             del self.answers[message_id]
             hub().unfollow(self, message_id)
@@ -162,7 +192,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if answer is None or (message.seq <= answer.seq and message.in_progress):
             return
         self.answers[message_id] = services.answer_draft(message)
-        await self.send(text_data=rendering.render_message(message))
+        await self.send(text_data=rendering.render_message(message) + self.sidebar_entry(message))
         if not message.in_progress:
             del self.answers[message_id]
             hub().unfollow(self, message_id)
@@ -173,7 +203,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self.answers.pop(answer.id, None) is None:
             return
         hub().unfollow(self, answer.id)
-        await self.send(text_data=rendering.render_message(answer))
+        await self.send(text_data=rendering.render_message(answer) + self.sidebar_entry(answer))
 
     async def run_events(self, event: dict[str, Any]) -> None:
         """An answer's events, relayed from the process that runs it."""
@@ -195,7 +225,8 @@ def parse_frame(text_data: str | None) -> dict[str, Any]:
         raise services.ChatInputError('That frame was not a JSON object; send {"message": "..."}.')
     if "action" in frame and frame["action"] not in ACTIONS:
         raise services.ChatInputError(
-            'Unknown action: send {"action": "stop"} or {"action": "ping"}, or {"message": "..."}.'
+            'Unknown action: send {"action": "stop"}, {"action": "ping"}, '
+            '{"action": "rename", "title": "..."} or {"message": "..."}.'
         )
     if frame.get("action") in ("approve", "deny"):
         if not isinstance(frame.get("tool_call"), str):

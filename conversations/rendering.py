@@ -23,20 +23,21 @@ from .live.events import (
     TextAppended,
     UsageChanged,
 )
-from .models import Message
+from .models import Conversation, Message
 
 PAGE = "conversations/detail.html"
+SIDEBAR = "conversations/sidebar.html"
 
 
 @cache
-def cached_partial(name: str) -> Template:
-    return get_template(f"{PAGE}#{name}")  # type: ignore[return-value]
+def cached_partial(name: str, page: str = PAGE) -> Template:
+    return get_template(f"{page}#{name}")  # type: ignore[return-value]
 
 
-def render(name: str, context: dict[str, Any]) -> str:
-    """A partial of the chat page; looked up once (stream updates render them many times),
-    except with DEBUG, where templates are edited."""
-    template = get_template(f"{PAGE}#{name}") if settings.DEBUG else cached_partial(name)
+def render(name: str, context: dict[str, Any], page: str = PAGE) -> str:
+    """A partial of the chat page (or of `page`); looked up once (stream updates render them
+    many times), except with DEBUG, where templates are edited."""
+    template = get_template(f"{page}#{name}") if settings.DEBUG else cached_partial(name, page)
     return template.render(context)  # type: ignore[arg-type]
 
 
@@ -52,10 +53,31 @@ def render_new_messages(turn: list[Message | AnswerDraft]) -> str:
     user_message = turn[0]
     assert isinstance(user_message, Message)
     running = any(message.in_progress for message in turn)
+    conversation = user_message.conversation
     return (
         render("new-messages", {"history": turn})
-        + render("title", {"conversation": user_message.conversation})
+        + render("title", {"conversation": conversation})
+        + render_sidebar_entry(conversation=conversation, status=turn[-1].status)
         + render_run_controls(running=running)
+    )
+
+
+def render_sidebar_entry(*, conversation: Conversation, status: str | None) -> str:
+    """The conversation's entry in the sidebar of its own page (marked current), replacing the
+    one there; `status` is its latest answer's (None before the first)."""
+    return render(
+        "sidebar-entry",
+        {"entry": conversation, "status": status, "current_id": conversation.pk},
+        page=SIDEBAR,
+    )
+
+
+def render_conversation_changed(conversation: Conversation) -> str:
+    """The title and the sidebar entry of a conversation renamed (or its answer status changed),
+    for its open pages; `conversation` is annotated with `answer_status`."""
+    status = getattr(conversation, "answer_status", None)
+    return render("title", {"conversation": conversation}) + render_sidebar_entry(
+        conversation=conversation, status=status
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import openai
 from django.conf import settings
 
-from . import llm, local_model
+from . import llm, local_model, titles
 from .live.draft import AnswerDraft, call_fields
 from .live.hub import RunStream, hub
 from .models import Message
@@ -49,6 +49,15 @@ _local_model_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio
 )
 
 
+# Titles being written after a first answer: kept here so that they are not collected.
+_title_tasks: set[asyncio.Task[None]] = set()
+
+
+def local_model_lock() -> asyncio.Lock:
+    """The turn at the local model on this event loop, first come, first served."""
+    return _local_model_slots.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+
+
 async def start_generation(message: Message) -> RunStream:
     """Run the answer for `message` as its own task on this event loop.
 
@@ -70,6 +79,20 @@ async def wait_for_local_runs() -> None:
     """Wait until every run in this process has finished (used by tests and shutdown)."""
     while tasks := [run.task for run in hub().runs.values() if run.task and not run.task.done()]:
         await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*_title_tasks, return_exceptions=True)
+
+
+def title_soon(message: Message) -> None:
+    """Have the model title the conversation after its first answer, in a task of its own: the
+    answer has been saved and shown; the title follows when it comes."""
+    task = asyncio.create_task(
+        titles.title_generate(
+            answer_id=message.pk, model=message.model, api_style=message.api_style
+        ),
+        name=f"title-{message.conversation_id}",
+    )
+    _title_tasks.add(task)
+    task.add_done_callback(_title_tasks.discard)
 
 
 class Checkpoint:
@@ -159,7 +182,7 @@ async def model_slot(configured: llm.Endpoint, draft: AnswerDraft) -> AsyncItera
     if not configured.local:
         yield 0
         return
-    lock = _local_model_slots.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    lock = local_model_lock()
     supervisor = local_model.supervisor()
     queued = lock.locked() or (
         supervisor is not None and supervisor.state == local_model.ServerState.RESTARTING
@@ -211,6 +234,8 @@ async def run_generation(message: Message, run: RunStream) -> None:
         events = draft.finish(status, error)
         await checkpoint.save_end()
         run.finish(events)
+        if status == Message.Status.COMPLETE and settings.CHAT_GENERATE_TITLES:
+            title_soon(message)
 
 
 LOCAL_MODEL_HINT = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, cast
@@ -11,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from .limits import LimitReached, message_rate_take
@@ -20,7 +21,14 @@ from .models import Conversation, Message, ToolCall
 from .streaming.events import ToolCallReady
 from .streaming.loop import assistant_tool_calls_message, tool_output_message
 
+# The first message's first characters are a conversation's title until it gets another.
 TITLE_LENGTH = 60
+# The longest title a user (or the rename tool) may give.
+TITLE_MAX_LENGTH = 200
+SIDEBAR_LIMIT = 50
+SEARCH_LIMIT = 20
+SEARCH_QUERY_MAX_LENGTH = 200
+SNIPPET_RADIUS = 60
 # How far `runs_end` moves an ended answer's `seq` past its last save: above any event its run
 # may have sent without saving it, so whoever holds those sees the ended state as newer.
 ENDED_SEQ_STEP = 1_000_000
@@ -131,6 +139,82 @@ def conversation_create(
     return conversation
 
 
+def title_fallback(text: str) -> str:
+    """A conversation's title until it gets another: its first message's first characters."""
+    return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1] + "…"
+
+
+def sidebar_conversations(
+    *, user: User, current: Conversation | None = None, limit: int = SIDEBAR_LIMIT
+) -> tuple[list[Conversation], bool]:
+    """The user's conversations for the page's sidebar, newest activity first, annotated with
+    `answer_status`: those with a message, and `current` even when it has none. Up to `limit`;
+    the flag says whether there are more."""
+    has_message = Exists(Message.objects.filter(conversation=OuterRef("pk")))
+    shown = Q(has_message) | Q(pk=current.pk) if current is not None else Q(has_message)
+    rows = list(
+        Conversation.objects.filter(owner=user)
+        .filter(shown)
+        .with_answer_status()
+        .order_by("-updated_at", "-id")[: limit + 1]
+    )
+    return rows[:limit], len(rows) > limit
+
+
+def sidebar_entry(*, conversation_id: int) -> Conversation:
+    """One conversation as its sidebar entry shows it (with `answer_status`)."""
+    return Conversation.objects.with_answer_status().get(pk=conversation_id)
+
+
+asidebar_entry = database_async(sidebar_entry)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    conversation: Conversation
+    # The snippet around the first match: the text before it, the match, the text after it.
+    before: str
+    match: str
+    after: str
+
+
+def conversation_search(*, user: User, query: str, limit: int = SEARCH_LIMIT) -> list[SearchResult]:
+    """The user's conversations whose title or a message contains `query` (ignoring case),
+    newest activity first, each with a snippet of the newest matching message (or the title).
+    Never anyone else's; nothing for an empty query."""
+    query = " ".join(query.split())
+    if not query:
+        return []
+    matching = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
+    conversations = (
+        Conversation.objects.filter(owner=user)
+        .filter(Q(title__icontains=query) | Exists(matching))
+        .order_by("-updated_at", "-id")[:limit]
+    )
+    results = []
+    for conversation in conversations:
+        text = (
+            Message.objects.filter(conversation=conversation, content__icontains=query)
+            .order_by("-created_at", "-id")
+            .values_list("content", flat=True)
+            .first()
+        )
+        results.append(SearchResult(conversation, *snippet(text or conversation.title, query)))
+    return results
+
+
+def snippet(text: str, query: str, radius: int = SNIPPET_RADIUS) -> tuple[str, str, str]:
+    """The text around the first match of `query` (ignoring case): before, match, after."""
+    at = text.lower().find(query.lower())
+    if at < 0:
+        return (text[: radius * 2] + ("…" if len(text) > radius * 2 else ""), "", "")
+    start = max(at - radius, 0)
+    end = min(at + len(query) + radius, len(text))
+    before = ("…" if start else "") + text[start:at]
+    after = text[at + len(query) : end] + ("…" if end < len(text) else "")
+    return before, text[at : at + len(query)], after
+
+
 def check_choice(
     *, model: str | None, api_style: str | None, models: Collection[str], styles: Collection[str]
 ) -> None:
@@ -175,13 +259,25 @@ class NoSuchConversation(Exception):
         super().__init__(f"There is no conversation {conversation_id} of yours.")
 
 
-def conversation_rename(*, owner_id: int, conversation_id: int, title: str) -> Conversation:
-    """Give one of the owner's conversations a new title (for the model's rename tool)."""
-    title = " ".join(title.split())
+def check_title(title: object) -> str:
+    """The title as stored: whitespace runs made one space; ChatInputError if it is empty, too
+    long or not text."""
+    if not isinstance(title, str):
+        raise ChatInputError("The title must be text.")
+    title = " ".join(title.replace("\x00", "").split())
     if not title:
-        raise ChatInputError("The title is empty.")
-    if len(title) > TITLE_LENGTH:
-        title = title[: TITLE_LENGTH - 1] + "…"
+        raise ChatInputError("The title is empty: type a few words.")
+    if len(title) > TITLE_MAX_LENGTH:
+        raise ChatInputError(
+            f"That title is {len(title):,} characters long; the limit is {TITLE_MAX_LENGTH}."
+        )
+    return title
+
+
+def conversation_rename(*, owner_id: int, conversation_id: int, title: object) -> Conversation:
+    """Give one of the owner's conversations a new title (from its page or the model's rename
+    tool); ChatInputError for a title check_title refuses, and nothing is stored."""
+    title = check_title(title)
     updated = Conversation.objects.filter(pk=conversation_id, owner_id=owner_id).update(
         title=title, updated_at=timezone.now()
     )
@@ -360,7 +456,7 @@ def turn_start(
         locked.model = model
         locked.api_style = api_style
         if not locked.title:
-            locked.title = text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1] + "…"
+            locked.title = title_fallback(text)
         locked.save(update_fields=["model", "api_style", "title", "updated_at"])
     return user_message, assistant_message
 
@@ -519,3 +615,50 @@ def answer_latest(*, conversation: Conversation) -> Message | None:
 
 
 aanswer_latest = database_async(answer_latest)
+
+
+@dataclass(frozen=True, slots=True)
+class FirstExchange:
+    """A conversation's first question and answer, and the title it has had since."""
+
+    conversation_id: int
+    fallback_title: str
+    question: str
+    answer: str
+
+
+def first_exchange(*, answer_id: int) -> FirstExchange | None:
+    """The exchange `answer_id` completed, if it is its conversation's first answer, complete,
+    and the conversation's title is still the one its first message gave it; else None."""
+    answer = (
+        Message.objects.select_related("conversation")
+        .filter(pk=answer_id, role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE)
+        .first()
+    )
+    if answer is None or last_answer(conversation=answer.conversation, before=answer) is not None:
+        return None
+    question = (
+        answer.conversation.messages.filter(role=Message.Role.USER)
+        .order_by("created_at", "id")
+        .values_list("content", flat=True)
+        .first()
+    )
+    if question is None or answer.conversation.title != title_fallback(question):
+        return None
+    return FirstExchange(
+        answer.conversation_id, answer.conversation.title, question, answer.content
+    )
+
+
+afirst_exchange = database_async(first_exchange)
+
+
+def conversation_title_generated(*, conversation_id: int, fallback_title: str, title: str) -> bool:
+    """Store a generated title, unless the conversation was renamed since it had `fallback_title`
+    (one conditional UPDATE); whether it was stored. Its place in the lists stays."""
+    return bool(
+        Conversation.objects.filter(pk=conversation_id, title=fallback_title).update(title=title)
+    )
+
+
+aconversation_title_generated = database_async(conversation_title_generated)

@@ -9,6 +9,7 @@ import json
 from channels.db import aclose_old_connections
 
 from . import services
+from .live import pages
 from .models import Message
 from .streaming.builtin_tools import CALCULATOR, CURRENT_TIME
 from .streaming.tools import Tool, Toolbox
@@ -35,7 +36,7 @@ def toolbox_for(*, user_id: int, conversation_id: int) -> Toolbox:
 TITLE = {
     "type": "string",
     "minLength": 1,
-    "maxLength": services.TITLE_LENGTH,
+    "maxLength": services.TITLE_MAX_LENGTH,
     "description": "The new title: a few words.",
 }
 
@@ -50,6 +51,8 @@ def rename_conversation_tool(*, user_id: int, current: int) -> Tool:
             )
         except services.ChatInputError as error:
             raise ValueError(str(error)) from None
+        # Open pages of the conversation show the new title at once.
+        await pages.conversation_changed(conversation_id=renamed.pk)
         return json.dumps({"conversation_id": renamed.pk, "title": renamed.title})
 
     return Tool(

@@ -12,6 +12,7 @@ urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("search/", views.conversation_search, name="conversation-search"),
     path("conversations/new/", views.conversation_create, name="conversation-create"),
     path(
         "conversations/<int:conversation_id>/",

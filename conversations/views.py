@@ -1,4 +1,4 @@
-"""Pages: sign-up, the conversation list, the chat page and the API tokens page."""
+"""Pages: sign-up, the conversation list, search, the chat page and the API tokens page."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.middleware import HtmxDetails
 
 from . import llm, services
 from .api import tokens
@@ -23,6 +24,7 @@ from .models import ApiToken, Conversation
 
 class SignedInRequest(HttpRequest):
     user: User
+    htmx: HtmxDetails
 
 
 @require_http_methods(["GET", "POST"])
@@ -78,6 +80,18 @@ def client_ip(request: HttpRequest) -> str:
     return str(forwarded.split(",")[-1].strip() or request.META.get("REMOTE_ADDR", ""))
 
 
+def sidebar_context(
+    request: SignedInRequest, current: Conversation | None = None
+) -> dict[str, Any]:
+    """What the sidebar of the user's conversations shows (conversations/sidebar.html)."""
+    conversations, more = services.sidebar_conversations(user=request.user, current=current)
+    return {
+        "sidebar_conversations": conversations,
+        "sidebar_more": more,
+        "current_id": current.pk if current is not None else None,
+    }
+
+
 @require_GET
 @login_required
 def conversation_list(request: SignedInRequest) -> HttpResponse:
@@ -88,8 +102,24 @@ def conversation_list(request: SignedInRequest) -> HttpResponse:
             "conversations": services.conversation_list(user=request.user, with_empty=False),
             "model": llm.model_name(),
             "setup_hint": llm.SETUP_HINT,
+            **sidebar_context(request),
         },
     )
+
+
+@require_GET
+@login_required
+def conversation_search(request: SignedInRequest) -> HttpResponse:
+    """The user's conversations whose title or messages contain `q`; htmx asks for the results
+    only (the sidebar's live results)."""
+    query = " ".join(request.GET.get("q", "").split())[: services.SEARCH_QUERY_MAX_LENGTH]
+    context = {
+        "query": query,
+        "results": services.conversation_search(user=request.user, query=query),
+    }
+    if request.htmx:
+        return render(request, "conversations/search.html#search-results", context)
+    return render(request, "conversations/search.html", context | sidebar_context(request))
 
 
 @require_POST
@@ -116,6 +146,7 @@ def conversation_detail(request: SignedInRequest, conversation_id: int) -> HttpR
             "model_choices": llm.model_choices(),
             "api_styles": llm.api_style_choices(),
             "setup_hint": llm.SETUP_HINT,
+            **sidebar_context(request, conversation),
         },
     )
 

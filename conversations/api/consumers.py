@@ -227,6 +227,9 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         hub().unfollow(self, message_id)
         await self.send_json(snapshot_data(message_id, seq, state_with_ids(event["answer"])))
 
+    async def conversation_changed(self, event: dict[str, Any]) -> None:
+        """The conversation's title changed (for its pages): clients read it from its state."""
+
     async def run_events(self, event: dict[str, Any]) -> None:
         """An answer's events, relayed from the process that runs it."""
         hub().heard(self, event["message_id"])

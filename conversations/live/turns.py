@@ -55,6 +55,7 @@ async def turn_run(
         },
         "answer": answer.state(),
         "seq": answer.seq,
+        "title": user_message.conversation.title,
     }
     # The sender first, at once: the answer's first tokens may already be on their way.
     await show(turn)
