@@ -92,7 +92,7 @@ async def title_generate(*, answer_id: int, model: str, api_style: str) -> None:
     configured = replace(configured, model=model or configured.model)
     try:
         if configured.local:
-            from .runner import local_model_lock
+            from .runner import local_model_lock  # runner imports this module
 
             async with local_model_lock():
                 reply = await title_ask(exchange, configured, api_style)
@@ -100,6 +100,9 @@ async def title_generate(*, answer_id: int, model: str, api_style: str) -> None:
             reply = await title_ask(exchange, configured, api_style)
     except (openai.OpenAIError, TimeoutError) as error:
         logger.info("no title for conversation %s: %s", exchange.conversation_id, error)
+        return
+    except Exception:
+        logger.exception("asking for conversation %s's title failed", exchange.conversation_id)
         return
     title = title_clean(reply)
     if not title:
