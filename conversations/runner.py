@@ -76,10 +76,13 @@ async def start_generation(message: Message) -> RunStream:
 
 
 async def wait_for_local_runs() -> None:
-    """Wait until every run in this process has finished (used by tests and shutdown)."""
+    """Wait until every run in this process has finished, and the titles they asked for (used by
+    tests and shutdown)."""
     while tasks := [run.task for run in hub().runs.values() if run.task and not run.task.done()]:
         await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.gather(*_title_tasks, return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    titling = [task for task in _title_tasks if task.get_loop() is loop]
+    await asyncio.gather(*titling, return_exceptions=True)
 
 
 def title_soon(message: Message) -> None:
