@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from conversations import services
 from conversations.models import Conversation
 from tests.chat import new_conversation, opened, receive_until
-from tests.conftest import Connect
+from tests.conftest import ApiConnect, Connect
 from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
 
 TOOL_CALL = re.compile(r'name="tool_call" value="(\d+:\d+:\d+)"')
@@ -123,3 +123,18 @@ async def test_the_rename_tool_updates_the_open_pages(
     # The entry shown when the answer ends has the new title too.
     frames = await receive_until(page, lambda frame: 'data-status="complete"' in frame)
     assert '<span class="sidebar-title">Trip to Kyoto</span>' in frames[-1]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_api_client_of_the_conversation_is_not_disturbed_by_a_rename(
+    connect: Connect, api_connect: ApiConnect, user: User
+) -> None:
+    conversation = await new_conversation(user, title="Old name")
+    page = await opened(connect, conversation, user)
+    client = await api_connect(conversation, user)
+    assert (await client.connect())["type"] == "ready"
+
+    await page.send_json_to({"action": "rename", "title": "New name"})
+    await receive_until(page, title_frame("New name"))
+
+    assert await client.nothing_before_pong() == []
