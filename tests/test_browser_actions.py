@@ -180,7 +180,7 @@ def test_retry_a_failed_answer_and_continue_a_cut_off_one(
 
     fake_openai.queue(error(500, "The model server fell over."))
     fake_openai.queue(sse(text_stream("Once upon a time", finish_reason="length")))
-    fake_openai.queue(sse(text_stream(" they lived happily.")))
+    fake_openai.queue(sse(text_stream(" they lived happily ever after.", pieces=5), delay=0.3))
     answers = page.locator(".message.role-assistant")
 
     send(page, "Tell me a story")
@@ -195,7 +195,11 @@ def test_retry_a_failed_answer_and_continue_a_cut_off_one(
     page.get_by_role("button", name="Continue answer").click()
 
     expect(answers).to_have_count(2)
-    expect(answers.nth(1)).to_contain_text("they lived happily.", timeout=15_000)
+    # No actions while an answer is written.
+    expect(answers.nth(1)).to_have_attribute("data-status", "streaming")
+    expect(page.get_by_role("button", name="Copy message")).to_have_count(0)
+    expect(page.get_by_role("button", name="Edit message")).to_have_count(0)
+    expect(answers.nth(1)).to_contain_text("happily ever after.", timeout=15_000)
     expect(answers.nth(1)).to_have_attribute("data-status", "complete")
     # Only the latest answer offers Regenerate.
     expect(page.get_by_role("button", name="Regenerate answer")).to_have_count(1)
