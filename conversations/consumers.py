@@ -1,5 +1,5 @@
-"""The chat page's WebSocket: takes messages, Stop and tool-call decisions, pushes partials as the
-answer grows."""
+"""The chat page's WebSocket: takes messages, message actions, Stop and tool-call decisions, pushes
+partials as the answer grows."""
 
 from __future__ import annotations
 

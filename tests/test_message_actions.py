@@ -327,3 +327,20 @@ async def test_a_superseded_message_cannot_be_edited_again(
 
     assert "not one of this conversation" in reply
     assert await rows(conversation) == before
+
+
+async def test_actions_count_against_the_messages_per_minute(
+    connect: Connect, user: User, model_server: FakeOpenAI, settings: Any
+) -> None:
+    settings.CHAT_MESSAGES_PER_MINUTE = 2
+    model_server.queue(sse(text_stream("One")))
+    model_server.queue(sse(text_stream("Two")))
+    conversation, socket = await chat(connect, user)
+    await send_and_wait(socket, "Hi")
+    await act_and_wait(socket, {"action": "regenerate"})
+    before = await rows(conversation)
+
+    reply = await refused(socket, {"action": "regenerate"})
+
+    assert "2 messages in the last minute" in reply
+    assert await rows(conversation) == before
