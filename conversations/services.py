@@ -400,7 +400,6 @@ def answer_again(
     *, conversation: Conversation, statuses: Collection[str], refusal: str
 ) -> tuple[Message, Message]:
     models, styles = answer_choices()
-    message_rate_take(user_id=conversation.owner_id)
     with transaction.atomic():
         locked = turn_lock(conversation=conversation)
         latest = current_messages(locked).order_by("-created_at", "-id").first()
@@ -414,6 +413,8 @@ def answer_again(
         )
         if question is None:
             raise ActionUnavailable(refusal)
+        # Taken once the action is known to apply: one refused costs nothing.
+        message_rate_take(user_id=conversation.owner_id)
         latest.superseded_at = timezone.now()
         latest.save(update_fields=["superseded_at"])
         assistant_message = answer_create(conversation=locked, models=models, styles=styles)
@@ -427,12 +428,12 @@ def turn_continue(*, conversation: Conversation) -> tuple[Message, Message]:
     The cut-off answer stays current, so the model reads it. Raises like turn_regenerate.
     """
     models, styles = answer_choices()
-    message_rate_take(user_id=conversation.owner_id)
     with transaction.atomic():
         locked = turn_lock(conversation=conversation)
         latest = current_messages(locked).order_by("-created_at", "-id").first()
         if latest is None or not answer_cut_off(latest):
             raise ActionUnavailable("Only an answer cut off at the token limit can be continued.")
+        message_rate_take(user_id=conversation.owner_id)
         user_message = Message.objects.create(
             conversation=locked, role=Message.Role.USER, content=CONTINUE_TEXT
         )
@@ -458,12 +459,12 @@ def turn_edit(
     if not isinstance(message_id, int) or isinstance(message_id, bool):
         raise NoSuchMessage("Say which message to edit by its id.")
     models, styles = answer_choices()
-    message_rate_take(user_id=conversation.owner_id)
     with transaction.atomic():
         locked = turn_lock(conversation=conversation)
         edited = current_messages(locked).filter(pk=message_id, role=Message.Role.USER).first()
         if edited is None:
             raise NoSuchMessage("That message is not one of this conversation's to edit.")
+        message_rate_take(user_id=conversation.owner_id)
         current_messages(locked).filter(
             Q(created_at__gt=edited.created_at) | Q(created_at=edited.created_at, pk__gte=edited.pk)
         ).update(superseded_at=timezone.now())

@@ -329,7 +329,7 @@ async def test_a_superseded_message_cannot_be_edited_again(
     assert await rows(conversation) == before
 
 
-async def test_actions_count_against_the_messages_per_minute(
+async def test_actions_count_against_the_messages_per_minute_unless_refused(
     connect: Connect, user: User, model_server: FakeOpenAI, settings: Any
 ) -> None:
     settings.CHAT_MESSAGES_PER_MINUTE = 2
@@ -337,6 +337,7 @@ async def test_actions_count_against_the_messages_per_minute(
     model_server.queue(sse(text_stream("Two")))
     conversation, socket = await chat(connect, user)
     await send_and_wait(socket, "Hi")
+    await refused(socket, {"action": "retry"})  # a complete answer: not counted
     await act_and_wait(socket, {"action": "regenerate"})
     before = await rows(conversation)
 
