@@ -137,6 +137,11 @@ def test_regenerate_edit_copy_and_export(
     edit.click()
     box = questions.get_by_role("textbox", name="Edit message")
     expect(box).to_be_focused()
+    # The action bars and the open edit form pass axe's checks.
+    from axe_playwright_python.sync_playwright import Axe
+
+    checked = Axe().run(page, context="#messages")
+    assert checked.violations_count == 0, checked.generate_report()
     box.fill("changed my mind")
     box.press("Escape")
     expect(box).to_be_hidden()
