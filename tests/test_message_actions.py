@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
@@ -27,7 +28,7 @@ from tests.fake_openai import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 WHOLE_LIST = '<div id="messages" class="messages"'
-SYSTEM = {"role": "system", "content": services.settings.LLM_SYSTEM_PROMPT}
+SYSTEM = {"role": "system", "content": settings.LLM_SYSTEM_PROMPT}
 
 
 async def act_and_wait(socket: WebsocketCommunicator, frame: dict[str, Any]) -> list[str]:
