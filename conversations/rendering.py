@@ -23,7 +23,7 @@ from .live.events import (
     TextAppended,
     UsageChanged,
 )
-from .models import Message
+from .models import Conversation, Message
 
 PAGE = "conversations/detail.html"
 
@@ -57,6 +57,14 @@ def render_new_messages(turn: list[Message | AnswerDraft]) -> str:
         + render("title", {"conversation": user_message.conversation})
         + render_run_controls(running=running)
     )
+
+
+def render_branch(*, conversation: Conversation, messages: list[Message | AnswerDraft]) -> str:
+    """The whole list after a message action superseded some messages: they disappear, and the
+    new answer (the last) shows as it streams."""
+    running = any(message.in_progress for message in messages)
+    title = render("title", {"conversation": conversation})
+    return render("messages", {"history": messages}) + title + render_run_controls(running=running)
 
 
 def render_message(message: Message | AnswerDraft) -> str:

@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import llm, services
-from .api import tokens
+from .api import export, tokens
 from .forms import ApiTokenForm, SignUpForm
 from .models import ApiToken, Conversation
 
@@ -118,6 +118,20 @@ def conversation_detail(request: SignedInRequest, conversation_id: int) -> HttpR
             "setup_hint": llm.SETUP_HINT,
         },
     )
+
+
+@require_GET
+@login_required
+def conversation_export_markdown(request: SignedInRequest, conversation_id: int) -> HttpResponse:
+    conversation = get_conversation(request, conversation_id)
+    return export.export_response(conversation=conversation, kind="markdown")
+
+
+@require_GET
+@login_required
+def conversation_export_json(request: SignedInRequest, conversation_id: int) -> HttpResponse:
+    conversation = get_conversation(request, conversation_id)
+    return export.export_response(conversation=conversation, kind="json")
 
 
 @require_POST
