@@ -91,6 +91,9 @@ async def turn_run(
         "answer": answer.state(),
         "seq": answer.seq,
     }
+    if earlier is not None:
+        # What a client still holds and is not listed was superseded.
+        turn["message_ids"] = [message.pk for message in earlier] + [answer.id]
     # The sender first, at once: the answer's first tokens may already be on their way.
     await show(turn)
     layer = get_channel_layer()
