@@ -26,7 +26,15 @@ class MessageInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = readonly_fields = ("role", "status", "content", "model", "total_tokens", "created_at")
+    fields = readonly_fields = (
+        "role",
+        "status",
+        "content",
+        "model",
+        "total_tokens",
+        "created_at",
+        "superseded_at",
+    )
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -83,6 +91,24 @@ class AnswerStatusFilter(admin.SimpleListFilter):
                 return queryset.filter(Q(answer_status__isnull=True))
             case status:
                 return queryset.filter(Q(answer_status=status))
+
+
+class SupersededFilter(admin.SimpleListFilter):
+    """Whether the message is part of the conversation, or an edit or a new answer replaced it."""
+
+    title = "current / superseded"
+    parameter_name = "superseded"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("current", "Current"), ("superseded", "Superseded")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message]:
+        match self.value():
+            case "current":
+                return queryset.filter(superseded_at__isnull=True)
+            case "superseded":
+                return queryset.filter(superseded_at__isnull=False)
+        return queryset
 
 
 @admin.register(Conversation)
@@ -143,8 +169,9 @@ class MessageAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
         "output_tokens",
         "duration_display",
         "created_at",
+        "superseded_at",
     ]
-    list_filter = ["status", "role", "model", "created_at"]
+    list_filter = [SupersededFilter, "status", "role", "model", "created_at"]
     search_fields = ["content", "error", "conversation__title"]
     list_select_related = ["conversation"]
     date_hierarchy = "created_at"
@@ -168,6 +195,7 @@ class MessageAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
         "heartbeat_at",
         "created_at",
         "finished_at",
+        "superseded_at",
         "duration_display",
     ]
     inlines = [ToolCallInline]

@@ -1,5 +1,5 @@
-"""The chat page's WebSocket: takes messages, Stop and tool-call decisions, pushes partials as the
-answer grows."""
+"""The chat page's WebSocket: takes messages, message actions, Stop and tool-call decisions, pushes
+partials as the answer grows."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 # htmx would reconnect for ever.
 NOT_FOUND = 4404
 
-ACTIONS = ("stop", "ping", "approve", "deny", "rename")
+ACTIONS = ("stop", "ping", "approve", "deny", "rename", *turns.ACTIONS)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -94,9 +94,19 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await pages.conversation_changed(conversation_id=self.conversation.pk)
                 await self.send(text_data=rendering.render_chat_error(""))
                 return
-            user_message, assistant_message = await turns.turn_start(
-                conversation=self.conversation, text=frame.get("message")
-            )
+            # A message action (regenerate, retry, continue, edit) replaces part of the list.
+            branch = frame.get("action") in turns.ACTIONS
+            if branch:
+                user_message, assistant_message = await turns.turn_redo(
+                    conversation=self.conversation,
+                    action=frame["action"],
+                    message_id=frame.get("message"),
+                    text=frame.get("text"),
+                )
+            else:
+                user_message, assistant_message = await turns.turn_start(
+                    conversation=self.conversation, text=frame.get("message")
+                )
         except (
             services.ChatInputError,
             services.NoSuchConversation,
@@ -109,11 +119,16 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 )
             )
             return
-        await self.send(text_data=rendering.render_message_accepted())
+        # The composer's box is cleared only for a message it sent.
+        accepted = (
+            rendering.render_chat_error("") if branch else rendering.render_message_accepted()
+        )
+        await self.send(text_data=accepted)
         await turns.turn_run(
             user_message=user_message,
             assistant_message=assistant_message,
             show=self.conversation_turn,
+            branch=branch,
         )
 
     async def conversation_turn(self, event: dict[str, Any]) -> None:
@@ -227,6 +242,10 @@ def parse_frame(text_data: str | None) -> dict[str, Any]:
         raise services.ChatInputError(
             'Unknown action: send {"action": "stop"}, {"action": "ping"}, '
             '{"action": "rename", "title": "..."} or {"message": "..."}.'
+        )
+    if frame.get("action") == "edit" and not isinstance(frame.get("message"), str | int):
+        raise services.ChatInputError(
+            'Say which message to edit: {"action": "edit", "message": "<id>", "text": "..."}.'
         )
     if frame.get("action") in ("approve", "deny"):
         if not isinstance(frame.get("tool_call"), str):

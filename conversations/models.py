@@ -16,7 +16,7 @@ class ConversationQuerySet(models.QuerySet["Conversation"]):
     def with_answer_status(self) -> ConversationQuerySet:
         """Annotated with `answer_status`: the latest answer's status, None before the first."""
         latest = Message.objects.filter(
-            conversation=OuterRef("pk"), role=Message.Role.ASSISTANT
+            conversation=OuterRef("pk"), role=Message.Role.ASSISTANT, superseded_at__isnull=True
         ).order_by("-created_at", "-id")
         return self.annotate(answer_status=Subquery(latest.values("status")[:1]))
 
@@ -88,6 +88,12 @@ class Message(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    superseded_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When an edit or a regenerated answer replaced it; kept, but no longer part of "
+        "the conversation.",
+    )
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -97,6 +103,9 @@ class Message(models.Model):
         return f"{self.role}: {self.content[:60]}"
 
     IN_PROGRESS = frozenset({Status.QUEUED, Status.STREAMING})
+    FINISHED = frozenset({Status.COMPLETE, Status.CANCELLED, Status.FAILED, Status.INTERRUPTED})
+    # Ended before the model finished: a new try may do better.
+    RETRYABLE = frozenset({Status.CANCELLED, Status.FAILED, Status.INTERRUPTED})
 
     @property
     def in_progress(self) -> bool:

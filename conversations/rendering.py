@@ -81,6 +81,22 @@ def render_conversation_changed(conversation: Conversation) -> str:
     )
 
 
+def render_branch(*, conversation: Conversation, messages: list[Message | AnswerDraft]) -> str:
+    """The whole list after a message action superseded some messages: they disappear, and the
+    new answer (the last) shows as it streams."""
+    running = any(message.in_progress for message in messages)
+    title = render("title", {"conversation": conversation})
+    entry = render_sidebar_entry(
+        conversation=conversation, status=messages[-1].status if messages else None
+    )
+    return (
+        render("messages", {"history": messages})
+        + title
+        + entry
+        + render_run_controls(running=running)
+    )
+
+
 def render_message(message: Message | AnswerDraft) -> str:
     return render("message", {"message": message}) + render_run_controls(
         running=message.in_progress

@@ -19,7 +19,7 @@ from .limits import LimitReached, message_rate_take
 from .live.draft import CALL_FIELDS, AnswerDraft, answer_state
 from .models import Conversation, Message, ToolCall
 from .streaming.events import ToolCallReady
-from .streaming.loop import assistant_tool_calls_message, tool_output_message
+from .streaming.loop import TRUNCATED, assistant_tool_calls_message, tool_output_message
 
 # The first message's first characters are a conversation's title until it gets another.
 TITLE_LENGTH = 60
@@ -179,13 +179,15 @@ class SearchResult:
 
 
 def conversation_search(*, user: User, query: str, limit: int = SEARCH_LIMIT) -> list[SearchResult]:
-    """The user's conversations whose title or a message contains `query` (ignoring case),
-    newest activity first, each with a snippet of the newest matching message (or the title).
+    """The user's conversations whose title or a current message (not superseded) contains
+    `query` (ignoring case), newest activity first, each with a snippet of the newest matching
+    message (or the title).
     Never anyone else's; nothing for an empty query."""
     query = " ".join(query.split())
     if not query:
         return []
-    matching = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
+    current = Message.objects.filter(superseded_at__isnull=True, content__icontains=query)
+    matching = current.filter(conversation=OuterRef("pk"))
     conversations = (
         Conversation.objects.filter(owner=user)
         .filter(Q(title__icontains=query) | Exists(matching))
@@ -194,7 +196,7 @@ def conversation_search(*, user: User, query: str, limit: int = SEARCH_LIMIT) ->
     results = []
     for conversation in conversations:
         text = (
-            Message.objects.filter(conversation=conversation, content__icontains=query)
+            current.filter(conversation=conversation)
             .order_by("-created_at", "-id")
             .values_list("content", flat=True)
             .first()
@@ -303,10 +305,18 @@ def conversation_delete_owned(*, owner_id: int, conversation_id: int) -> str:
 aconversation_delete_owned = database_async(conversation_delete_owned)
 
 
+def current_messages(conversation: Conversation) -> QuerySet[Message]:
+    """The conversation's messages that an edit or a new answer has not superseded."""
+    return conversation.messages.filter(superseded_at__isnull=True)
+
+
 def message_list(*, conversation: Conversation) -> list[Message]:
-    """Every message of the conversation with its tool calls, oldest first."""
+    """The conversation's current messages with their tool calls, oldest first (superseded ones
+    are left out)."""
     return list(
-        conversation.messages.order_by("created_at", "id").prefetch_related(ordered_calls())
+        current_messages(conversation)
+        .order_by("created_at", "id")
+        .prefetch_related(ordered_calls())
     )
 
 
@@ -419,49 +429,211 @@ def turn_start(
     model or an API style that cannot be used (AnswerRunning while an answer is being written),
     and LimitReached past the user's messages per minute or answers at once.
     """
+    text = check_message_text(text)
+    models, styles = answer_choices(model=model, api_style=api_style)
+    message_rate_take(user_id=conversation.owner_id)
+    with transaction.atomic():
+        locked = turn_lock(conversation=conversation)
+        user_message = Message.objects.create(
+            conversation=locked, role=Message.Role.USER, content=text
+        )
+        assistant_message = answer_create(
+            conversation=locked, models=models, styles=styles, model=model, api_style=api_style
+        )
+    return user_message, assistant_message
+
+
+aturn_start = database_async(turn_start)
+
+
+class ActionUnavailable(ChatInputError):
+    """Regenerate, retry or continue asked of an answer that is not in the state for it."""
+
+
+class NoSuchMessage(ChatInputError):
+    """The message to edit is not a current user message of this conversation."""
+
+
+# A cut-off answer is stored complete, with the reason as its error (streaming.loop TRUNCATED).
+CUT_OFF_ERRORS = frozenset({TRUNCATED["length"], TRUNCATED["incomplete"]})
+# The user message `turn_continue` stores: the model reads it, and the page shows it.
+CONTINUE_TEXT = "Continue where you left off."
+
+
+def answer_cut_off(message: Message | AnswerDraft) -> bool:
+    """Whether the answer ended at the token limit (or incomplete), so it can be continued."""
+    return message.status == Message.Status.COMPLETE and message.error in CUT_OFF_ERRORS
+
+
+def turn_regenerate(*, conversation: Conversation) -> tuple[Message, Message]:
+    """Supersede the conversation's latest answer (finished in any way) and start a new answer
+    to the same user message; the user message and the new (streaming) answer.
+
+    Raises AnswerRunning while an answer is being written, ActionUnavailable when there is no
+    finished answer, and LimitReached as turn_start does. Nothing is written when it raises.
+    """
+    return answer_again(
+        conversation=conversation,
+        statuses=Message.FINISHED,
+        refusal="There is no finished answer to regenerate.",
+    )
+
+
+aturn_regenerate = database_async(turn_regenerate)
+
+
+def turn_retry(*, conversation: Conversation) -> tuple[Message, Message]:
+    """turn_regenerate, for a latest answer that failed, was interrupted or was stopped only."""
+    return answer_again(
+        conversation=conversation,
+        statuses=Message.RETRYABLE,
+        refusal="Only an answer that failed, was interrupted or was stopped can be retried.",
+    )
+
+
+aturn_retry = database_async(turn_retry)
+
+
+def answer_again(
+    *, conversation: Conversation, statuses: Collection[str], refusal: str
+) -> tuple[Message, Message]:
+    models, styles = answer_choices()
+    with transaction.atomic():
+        locked = turn_lock(conversation=conversation)
+        latest = current_messages(locked).order_by("-created_at", "-id").first()
+        if latest is None or latest.role != Message.Role.ASSISTANT or latest.status not in statuses:
+            raise ActionUnavailable(refusal)
+        question = (
+            current_messages(locked)
+            .filter(role=Message.Role.USER, created_at__lte=latest.created_at)
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if question is None:
+            raise ActionUnavailable(refusal)
+        # Taken once the action is known to apply: one refused costs nothing.
+        message_rate_take(user_id=conversation.owner_id)
+        latest.superseded_at = timezone.now()
+        latest.save(update_fields=["superseded_at"])
+        assistant_message = answer_create(conversation=locked, models=models, styles=styles)
+    return question, assistant_message
+
+
+def turn_continue(*, conversation: Conversation) -> tuple[Message, Message]:
+    """Ask the model to go on with a latest answer cut off at the token limit: a new turn whose
+    user message is CONTINUE_TEXT (shown like any other); the user message and the new answer.
+
+    The cut-off answer stays current, so the model reads it. Raises like turn_regenerate.
+    """
+    models, styles = answer_choices()
+    with transaction.atomic():
+        locked = turn_lock(conversation=conversation)
+        latest = current_messages(locked).order_by("-created_at", "-id").first()
+        if latest is None or not answer_cut_off(latest):
+            raise ActionUnavailable("Only an answer cut off at the token limit can be continued.")
+        message_rate_take(user_id=conversation.owner_id)
+        user_message = Message.objects.create(
+            conversation=locked, role=Message.Role.USER, content=CONTINUE_TEXT
+        )
+        assistant_message = answer_create(conversation=locked, models=models, styles=styles)
+    return user_message, assistant_message
+
+
+aturn_continue = database_async(turn_continue)
+
+
+def turn_edit(
+    *, conversation: Conversation, message_id: object, text: object
+) -> tuple[Message, Message]:
+    """Give one of the conversation's current user messages new text: it and every message after
+    it are superseded, and a new user message with the text and its answer start.
+
+    The text is checked as turn_start checks it. Raises NoSuchMessage for a message that is not
+    a current user message of this conversation, and otherwise like turn_regenerate.
+    """
+    text = check_message_text(text)
+    if isinstance(message_id, str) and message_id.strip().isdecimal():
+        message_id = int(message_id)
+    if not isinstance(message_id, int) or isinstance(message_id, bool):
+        raise NoSuchMessage("Say which message to edit by its id.")
+    models, styles = answer_choices()
+    with transaction.atomic():
+        locked = turn_lock(conversation=conversation)
+        edited = current_messages(locked).filter(pk=message_id, role=Message.Role.USER).first()
+        if edited is None:
+            raise NoSuchMessage("That message is not one of this conversation's to edit.")
+        message_rate_take(user_id=conversation.owner_id)
+        current_messages(locked).filter(
+            Q(created_at__gt=edited.created_at) | Q(created_at=edited.created_at, pk__gte=edited.pk)
+        ).update(superseded_at=timezone.now())
+        user_message = Message.objects.create(
+            conversation=locked, role=Message.Role.USER, content=text
+        )
+        assistant_message = answer_create(conversation=locked, models=models, styles=styles)
+    return user_message, assistant_message
+
+
+aturn_edit = database_async(turn_edit)
+
+
+def answer_choices(
+    *, model: str | None = None, api_style: str | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The models and API styles on offer, after checking the ones chosen (None: not chosen)."""
     from .llm import api_style_choices, model_choices
 
-    text = check_message_text(text)
-    # Asked before the lock is taken: the model list may come from the model server.
+    # Asked before any lock is taken: the model list may come from the model server.
     models = model_choices()
     styles = api_style_choices()
     if not models:
         raise ChatInputError("No model is configured, so nothing can answer yet.")
     check_choice(model=model, api_style=api_style, models=models, styles=styles)
-    message_rate_take(user_id=conversation.owner_id)
-    with transaction.atomic():
-        # Lock the conversation row so two tabs cannot start two runs at once; it also holds
-        # the model and API style chosen since the socket opened.
-        check_concurrent_answers(user_id=conversation.owner_id)
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if locked.messages.filter(status__in=Message.IN_PROGRESS).exists():
-            raise AnswerRunning("An answer is still being written: wait for it or press Stop.")
-        # A choice the server no longer offers falls back to the configured one.
-        if model is None:
-            model = locked.model if locked.model in models else models[0]
-        if api_style is None:
-            api_style = locked.api_style if locked.api_style in styles else "chat_completions"
-        user_message = Message.objects.create(
-            conversation=locked, role=Message.Role.USER, content=text
-        )
-        now = timezone.now()
-        assistant_message = Message.objects.create(
-            conversation=locked,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            model=model,
-            api_style=api_style,
-            heartbeat_at=now,
-        )
-        locked.model = model
-        locked.api_style = api_style
-        if not locked.title:
-            locked.title = title_fallback(text)
-        locked.save(update_fields=["model", "api_style", "title", "updated_at"])
-    return user_message, assistant_message
+    return models, styles
 
 
-aturn_start = database_async(turn_start)
+def turn_lock(*, conversation: Conversation) -> Conversation:
+    """The conversation's row, locked until the transaction ends, so two tabs cannot start two
+    answers at once; AnswerRunning while one is being written. In a transaction only."""
+    check_concurrent_answers(user_id=conversation.owner_id)
+    locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    if locked.messages.filter(status__in=Message.IN_PROGRESS).exists():
+        raise AnswerRunning("An answer is still being written: wait for it or press Stop.")
+    return locked
+
+
+def answer_create(
+    *,
+    conversation: Conversation,
+    models: list[str],
+    styles: Collection[str],
+    model: str | None = None,
+    api_style: str | None = None,
+) -> Message:
+    """The empty streaming answer of a new turn, with the model and API style it uses (kept as
+    the conversation's), in turn_lock's transaction; the first message sets the title."""
+    # The locked row holds the model and API style chosen since the socket opened; a choice the
+    # server no longer offers falls back to the configured one.
+    if model is None:
+        model = conversation.model if conversation.model in models else models[0]
+    if api_style is None:
+        api_style = (
+            conversation.api_style if conversation.api_style in styles else "chat_completions"
+        )
+    assistant_message = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=model,
+        api_style=api_style,
+        heartbeat_at=timezone.now(),
+    )
+    conversation.model = model
+    conversation.api_style = api_style
+    if not conversation.title:
+        first = current_messages(conversation).filter(role=Message.Role.USER).first()
+        conversation.title = title_fallback(first.content if first else "")
+    conversation.save(update_fields=["model", "api_style", "title", "updated_at"])
+    return assistant_message
 
 
 def check_concurrent_answers(*, user_id: int) -> None:
@@ -503,9 +675,10 @@ astop_request = database_async(stop_request)
 
 
 def last_answer(*, conversation: Conversation, before: Message) -> Message | None:
-    """The assistant message answered just before `before`, if any."""
+    """The current assistant message answered just before `before`, if any."""
     return (
-        conversation.messages.filter(role=Message.Role.ASSISTANT, created_at__lte=before.created_at)
+        current_messages(conversation)
+        .filter(role=Message.Role.ASSISTANT, created_at__lte=before.created_at)
         .exclude(pk=before.pk)
         .order_by("-created_at", "-id")
         .first()
@@ -516,13 +689,17 @@ alast_answer = database_async(last_answer)
 
 
 def provider_history(*, conversation: Conversation, before: Message) -> list[dict[str, Any]]:
-    """The Chat Completions messages for everything said before `before`.
+    """The Chat Completions messages for everything said before `before` (current messages only).
 
     Each stored tool call is paired with its output, as the API requires; calls that never
     produced an output (a stopped run) are left out together with their step.
     """
     history: list[dict[str, Any]] = [{"role": "system", "content": settings.LLM_SYSTEM_PROMPT}]
-    messages = conversation.messages.filter(created_at__lte=before.created_at).exclude(pk=before.pk)
+    messages = (
+        current_messages(conversation)
+        .filter(created_at__lte=before.created_at)
+        .exclude(pk=before.pk)
+    )
     for message in messages.order_by("created_at", "id").prefetch_related("tool_calls"):
         if message.role == Message.Role.USER:
             history.append({"role": "user", "content": message.content})
@@ -605,9 +782,10 @@ aanswer_save = database_async(answer_save)
 
 
 def answer_latest(*, conversation: Conversation) -> Message | None:
-    """The conversation's latest assistant message, with its tool calls."""
+    """The conversation's latest current assistant message, with its tool calls."""
     return (
-        conversation.messages.filter(role=Message.Role.ASSISTANT)
+        current_messages(conversation)
+        .filter(role=Message.Role.ASSISTANT)
         .prefetch_related(ordered_calls())
         .order_by("-created_at", "-id")
         .first()
@@ -628,26 +806,30 @@ class FirstExchange:
 
 
 def first_exchange(*, answer_id: int) -> FirstExchange | None:
-    """The exchange `answer_id` completed, if it is its conversation's first answer, complete,
-    and the conversation's title is still the one its first message gave it; else None."""
+    """The exchange `answer_id` completed, if it is its conversation's first current answer,
+    complete, and the conversation's title is still the one its first message gave it; else
+    None."""
     answer = (
         Message.objects.select_related("conversation")
-        .filter(pk=answer_id, role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE)
+        .filter(
+            pk=answer_id,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.COMPLETE,
+            superseded_at__isnull=True,
+        )
         .first()
     )
     if answer is None or last_answer(conversation=answer.conversation, before=answer) is not None:
         return None
-    question = (
-        answer.conversation.messages.filter(role=Message.Role.USER)
-        .order_by("created_at", "id")
-        .values_list("content", flat=True)
-        .first()
-    )
-    if question is None or answer.conversation.title != title_fallback(question):
+    conversation = answer.conversation
+    questions = conversation.messages.filter(role=Message.Role.USER).order_by("created_at", "id")
+    # The title came from the first message ever sent, which an edit may have superseded since.
+    first_sent = questions.values_list("content", flat=True).first()
+    question = questions.filter(superseded_at__isnull=True).values_list("content", flat=True)
+    asked = question.first()
+    if first_sent is None or asked is None or conversation.title != title_fallback(first_sent):
         return None
-    return FirstExchange(
-        answer.conversation_id, answer.conversation.title, question, answer.content
-    )
+    return FirstExchange(conversation.pk, conversation.title, asked, answer.content)
 
 
 afirst_exchange = database_async(first_exchange)

@@ -146,7 +146,9 @@ async def search_messages(*, user_id: int, query: str, limit: int) -> list[dict[
     # The async ORM does not drop a connection the database closed since the last query.
     await aclose_old_connections()
     matches = (
-        Message.objects.filter(conversation__owner_id=user_id, content__icontains=query)
+        Message.objects.filter(
+            conversation__owner_id=user_id, content__icontains=query, superseded_at__isnull=True
+        )
         .exclude(status__in=Message.IN_PROGRESS)
         .select_related("conversation")
         .order_by("-created_at", "-id")[: min(limit, SEARCH_LIMIT)]

@@ -25,6 +25,16 @@ urlpatterns = [
         name="conversation-configure",
     ),
     path(
+        "conversations/<int:conversation_id>/export.md",
+        views.conversation_export_markdown,
+        name="conversation-export-markdown",
+    ),
+    path(
+        "conversations/<int:conversation_id>/export.json",
+        views.conversation_export_json,
+        name="conversation-export-json",
+    ),
+    path(
         "conversations/<int:conversation_id>/delete/",
         views.conversation_delete,
         name="conversation-delete",

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.middleware import HtmxDetails
 
 from . import llm, services
-from .api import tokens
+from .api import export, tokens
 from .forms import ApiTokenForm, SignUpForm
 from .models import ApiToken, Conversation
 
@@ -149,6 +149,20 @@ def conversation_detail(request: SignedInRequest, conversation_id: int) -> HttpR
             **sidebar_context(request, conversation),
         },
     )
+
+
+@require_GET
+@login_required
+def conversation_export_markdown(request: SignedInRequest, conversation_id: int) -> HttpResponse:
+    conversation = get_conversation(request, conversation_id)
+    return export.export_response(conversation=conversation, kind="markdown")
+
+
+@require_GET
+@login_required
+def conversation_export_json(request: SignedInRequest, conversation_id: int) -> HttpResponse:
+    conversation = get_conversation(request, conversation_id)
+    return export.export_response(conversation=conversation, kind="json")
 
 
 @require_POST

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from conversations import services, titles
+from conversations import runner, services, titles
 from conversations.models import Conversation
-from tests.chat import new_conversation, opened, receive_until, send_and_wait
+from tests.chat import finished, new_conversation, opened, receive_until, send_and_wait
 from tests.conftest import Connect
 from tests.fake_openai import (
     Completion,
@@ -78,6 +78,26 @@ async def test_the_first_answer_gets_a_title_from_the_model_shown_on_the_page(
     assert "tools" in model_server.requests[2]
     await conversation.arefresh_from_db()
     assert conversation.title == "Boiling Spaghetti Al Dente"
+
+
+async def test_a_regenerated_first_answer_asks_for_no_second_title(
+    connect: Connect, user: User, model_server: FakeOpenAI
+) -> None:
+    model_server.queue(sse(text_stream("About 9 minutes.")))
+    model_server.queue(completion_title("Spaghetti timing"))
+    model_server.queue(sse(text_stream("Nine or ten minutes.")))
+    conversation = await new_conversation(user)
+    page = await opened(connect, conversation, user)
+    await send_and_wait(page, QUESTION)
+
+    await page.send_json_to({"action": "regenerate"})
+    await receive_until(page, lambda frame: "Nine or ten minutes." in frame and finished(frame))
+    await runner.wait_for_local_runs()
+
+    assert len(model_server.requests) == 3
+    assert "tools" in model_server.requests[2]
+    await conversation.arefresh_from_db()
+    assert conversation.title == "Spaghetti timing"
 
 
 async def test_a_responses_conversation_is_titled_through_the_responses_api(

@@ -127,6 +127,8 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         match frame["type"]:
             case "send":
                 await self.send_turn(frame)
+            case "regenerate" | "retry" | "continue" | "edit":
+                await self.redo_turn(frame)
             case "stop":
                 await sweeper.stop(conversation=self.conversation)
             case "approve" | "deny":
@@ -167,6 +169,33 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             user_message=user_message,
             assistant_message=assistant_message,
             show=self.conversation_turn,
+        )
+
+    async def redo_turn(self, frame: dict[str, Any]) -> None:
+        """A message action: a new answer that supersedes part of the conversation."""
+        assert self.conversation is not None
+        try:
+            user_message, assistant_message = await turns.turn_redo(
+                conversation=self.conversation,
+                action=frame["type"],
+                message_id=frame.get("message_id"),
+                text=frame.get("text"),
+            )
+        except services.AnswerRunning as error:
+            raise CommandError("busy", str(error)) from None
+        except services.NoSuchMessage as error:
+            raise CommandError("not_found", str(error)) from None
+        except services.ActionUnavailable as error:
+            raise CommandError("unavailable", str(error)) from None
+        except services.ChatInputError as error:
+            raise CommandError("invalid_input", str(error)) from None
+        except limits.LimitReached as error:
+            raise CommandError("rate_limited", str(error)) from None
+        await turns.turn_run(
+            user_message=user_message,
+            assistant_message=assistant_message,
+            show=self.conversation_turn,
+            branch=True,
         )
 
     async def resume(self, *, message_id: int | None, after: int) -> None:
@@ -216,6 +245,7 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 "user_message": event["user_message"],
                 "message": state_with_ids(answer),
             }
+            | ({"message_ids": event["message_ids"]} if "message_ids" in event else {})
         )
         await self.follow(answer["id"], after=event["seq"])
 
@@ -318,6 +348,10 @@ def snapshot_data(message_id: int, seq: int, message: dict[str, Any]) -> dict[st
 COMMANDS: dict[str, dict[str, tuple[type, bool]]] = {
     "send": {"text": (str, True), "model": (str, False), "api_style": (str, False)},
     "stop": {},
+    "regenerate": {},
+    "retry": {},
+    "continue": {},
+    "edit": {"message_id": (int, True), "text": (str, True)},
     "approve": {"tool_call_id": (str, True)},
     "deny": {"tool_call_id": (str, True), "reason": (str, False)},
     "resume": {"after": (int, True), "message_id": (int, False)},

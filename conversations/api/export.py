@@ -7,6 +7,10 @@ import re
 from datetime import datetime
 from typing import Any
 
+from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
+
+from .. import services
 from ..models import Conversation, Message, ToolCall
 from .protocol import conversation_state, message_state
 
@@ -88,3 +92,26 @@ def tool_call_markdown(call: ToolCall) -> list[str]:
         reason = f": {one_line(call.decision_reason)}" if call.decision_reason else ""
         lines += [f"Decision: {call.decision} by {call.decided_by or 'nobody'}{reason}", ""]
     return lines
+
+
+def export_response(*, conversation: Conversation, kind: str) -> HttpResponse:
+    """The conversation's current messages (superseded ones are left out) as a download:
+    `kind` "json" or "markdown"."""
+    messages = services.message_list(conversation=conversation)
+    now = timezone.now()
+    if kind == "json":
+        document = conversation_document(conversation=conversation, messages=messages)
+        document["exported_at"] = now.isoformat()
+        response: HttpResponse = JsonResponse(
+            document, json_dumps_params={"indent": 2, "ensure_ascii": False}
+        )
+        extension = "json"
+    else:
+        text = conversation_markdown(conversation=conversation, messages=messages, exported_at=now)
+        response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+        extension = "md"
+    # Digits only in the name: nothing in it needs quoting in the header.
+    response["Content-Disposition"] = (
+        f'attachment; filename="conversation-{conversation.pk}.{extension}"'
+    )
+    return response

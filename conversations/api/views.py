@@ -11,14 +11,13 @@ from asgiref.sync import async_to_sync
 from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
-from django.utils import timezone
 
 from .. import services
 from ..live import sweeper
 from ..models import Conversation
 from .auth import TokenRequest, token_required
 from .errors import error_response
-from .export import conversation_document, conversation_markdown
+from .export import conversation_document, export_response
 from .protocol import conversation_state
 
 PAGE_SIZE = 20
@@ -131,22 +130,10 @@ def conversation(request: TokenRequest, conversation_id: int) -> HttpResponse:
 @api_view("GET")
 def export_json(request: TokenRequest, conversation_id: int) -> HttpResponse:
     found = services.conversation_get(user=request.user, conversation_id=conversation_id)
-    messages = services.message_list(conversation=found)
-    document = conversation_document(conversation=found, messages=messages)
-    document["exported_at"] = timezone.now().isoformat()
-    response = JsonResponse(document, json_dumps_params={"indent": 2, "ensure_ascii": False})
-    return attachment(response, f"conversation-{found.pk}.json")
+    return export_response(conversation=found, kind="json")
 
 
 @api_view("GET")
 def export_markdown(request: TokenRequest, conversation_id: int) -> HttpResponse:
     found = services.conversation_get(user=request.user, conversation_id=conversation_id)
-    messages = services.message_list(conversation=found)
-    text = conversation_markdown(conversation=found, messages=messages, exported_at=timezone.now())
-    response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
-    return attachment(response, f"conversation-{found.pk}.md")
-
-
-def attachment(response: HttpResponse, filename: str) -> HttpResponse:
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+    return export_response(conversation=found, kind="markdown")

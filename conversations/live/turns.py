@@ -32,22 +32,57 @@ async def turn_start(
     )
 
 
+ACTIONS = ("regenerate", "retry", "continue", "edit")
+
+
+async def turn_redo(
+    *, conversation: Conversation, action: str, message_id: object = None, text: object = None
+) -> tuple[Message, Message]:
+    """A turn made by a message action (ACTIONS) instead of a new message: stored like
+    turn_start's (raising as it does), with whatever it replaces superseded."""
+    await sweeper.sweep(conversation_id=conversation.pk)
+    match action:
+        case "regenerate":
+            return await services.aturn_regenerate(conversation=conversation)
+        case "retry":
+            return await services.aturn_retry(conversation=conversation)
+        case "continue":
+            return await services.aturn_continue(conversation=conversation)
+        case "edit":
+            return await services.aturn_edit(
+                conversation=conversation, message_id=message_id, text=text
+            )
+    raise services.ChatInputError(f"Unknown message action {action!r}.")
+
+
 async def turn_run(
     *,
     user_message: Message,
     assistant_message: Message,
     show: Callable[[dict[str, Any]], Awaitable[None]],
+    branch: bool = False,
 ) -> None:
     """Start the answer, `show` the new turn on the socket that sent it, then announce it.
 
     Every socket of the conversation shows the turn as built here, and follows the answer from
-    this state: none of them reads it back from the database.
+    this state: none of them reads it back from the database. With `branch` (a turn_redo turn,
+    which superseded messages) the turn's page fragment replaces the whole message list.
     """
+    earlier = None
+    if branch:
+        current = await services.amessage_list(conversation=assistant_message.conversation)
+        earlier = [message for message in current if message.pk != assistant_message.pk]
     run = await runner.start_generation(assistant_message)
     answer = run.draft
+    if earlier is None:
+        html = rendering.render_new_messages([user_message, answer])
+    else:
+        html = rendering.render_branch(
+            conversation=assistant_message.conversation, messages=[*earlier, answer]
+        )
     turn = {
         "type": "conversation.turn",
-        "html": rendering.render_new_messages([user_message, answer]),
+        "html": html,
         "user_message": {
             "id": user_message.pk,
             "content": user_message.content,
@@ -55,8 +90,11 @@ async def turn_run(
         },
         "answer": answer.state(),
         "seq": answer.seq,
-        "title": user_message.conversation.title,
+        "title": assistant_message.conversation.title,
     }
+    if earlier is not None:
+        # What a client still holds and is not listed was superseded.
+        turn["message_ids"] = [message.pk for message in earlier] + [answer.id]
     # The sender first, at once: the answer's first tokens may already be on their way.
     await show(turn)
     layer = get_channel_layer()
