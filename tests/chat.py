@@ -254,5 +254,6 @@ def browser_sign_up(page: Any, base_url: str) -> Any:
     page.fill("#id_password1", "a-browser-password-1")
     page.fill("#id_password2", "a-browser-password-1")
     page.click("button[type=submit]")
-    page.click("text=New conversation")
+    # The list's own button: the sidebar's is folded away on a phone.
+    page.click("main >> text=New conversation")
     return signup
