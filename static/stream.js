@@ -19,6 +19,17 @@
   }
 
   if (window.Idiomorph) {
+    // The morph extension again, as 0.8.0 defines it but for two things: its isInlineSwap says
+    // yes to every style that is not a morph (a "beforeend" OOB swap in the chat would then
+    // insert the wrapper element, not its children), and a "morph:{...}" style goes through
+    // Function(), which the Content-Security-Policy forbids. Only hx-swap-oob="morph" is used.
+    htmx.defineExtension("morph", {
+      isInlineSwap: (swapStyle) => swapStyle === "morph",
+      handleSwap: (swapStyle, target, fragment) => {
+        if (swapStyle !== "morph") return false;
+        return Idiomorph.morph(target, fragment.children, { morphStyle: "outerHTML" });
+      },
+    });
     const callbacks = Idiomorph.defaults.callbacks;
     callbacks.beforeAttributeUpdated = (name, node) => (readerState(name, node) ? false : true);
     // Copy buttons are the page's (chat.js adds them): a morph leaves them where they are.
@@ -93,7 +104,6 @@
     if (event.target.closest?.("textarea, input, select, [contenteditable]")) return;
     const up = ["ArrowUp", "PageUp", "Home"].includes(event.key) || (event.key === " " && event.shiftKey);
     if (up && bottom() > SLACK) stopFollowing();
-    }
   });
 
   window.addEventListener("scroll", () => {

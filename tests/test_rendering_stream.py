@@ -62,18 +62,14 @@ TABLE = "| a | b |\n|---|---|\n| 1 | 2 |\n"
         ("word " * 2000 + "\n\nNext\n", "word " * 2000 + "\n\n"),
     ],
 )
-def test_the_stable_part_ends_where_the_last_top_level_block_starts(
-    text: str, stable: str
-) -> None:
+def test_the_stable_part_ends_where_the_last_top_level_block_starts(text: str, stable: str) -> None:
     assert text[: stable_length(text)] == stable
 
 
 ANSWER = (
     "## Results\n\nSome *text* with `code` and a [link](https://example.com).\n\n"
     "Setext title\n------------\n\n"
-    "- one\n- two\n  continued\n- three\n\n"
-    + TABLE
-    + "| 3 | 4 |\n\n"
+    "- one\n- two\n  continued\n- three\n\n" + TABLE + "| 3 | 4 |\n\n"
     "```python\ndef f():\n    return 1\n```\n\n"
     "> quoted\n> more\n\n"
     "1. first\n2. second\n\n"
@@ -191,7 +187,9 @@ def test_the_streaming_message_and_the_finished_one_share_their_text_elements() 
     assert '<div class="markdown" id="message-7-text-0-md"><h2>Heading</h2>' in streaming
     tail = '<div class="tail plain" id="message-7-text-0-tail">Second paragraph\n\nThe end</div>'
     assert tail in streaming
-    finished = render_events(answer, [StatusChanged(2, "complete", "", "2026-01-01T00:00:05+00:00")])
+    finished = render_events(
+        answer, [StatusChanged(2, "complete", "", "2026-01-01T00:00:05+00:00")]
+    )
     assert 'hx-swap-oob="morph"' in finished
     assert (
         '<div class="text" id="message-7-text-0"><div class="markdown" id="message-7-text-0-md">'
@@ -216,7 +214,9 @@ def test_usage_and_changed_cards_are_morphed() -> None:
 
 
 def test_the_conversation_total_is_a_partial_the_socket_replaces() -> None:
-    html_ = render("conversation-usage", {"usage": {"input": 3, "output": 4, "total": 7}, "morph": True})
+    html_ = render(
+        "conversation-usage", {"usage": {"input": 3, "output": 4, "total": 7}, "morph": True}
+    )
     assert 'id="conversation-usage"' in html_ and 'hx-swap-oob="morph"' in html_
     assert "7 tokens so far (3 in / 4 out)" in html_
 
