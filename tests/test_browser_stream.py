@@ -194,11 +194,11 @@ def test_cards_keep_what_the_reader_opened_or_closed_and_show_long_output_and_ar
     cut = output.evaluate("pre => pre.clientHeight < pre.scrollHeight")
     assert cut is True
     show = calculator.locator("button.show-all")
-    expect(show).to_have_text("Show all")
+    expect(show).to_have_accessible_name("Show all")
     show.focus()
     page.keyboard.press("Enter")
     expect(show).to_have_attribute("aria-expanded", "true")
-    expect(show).to_have_text("Show less")
+    expect(show).to_have_accessible_name("Show less")
     assert output.evaluate("pre => pre.clientHeight >= pre.scrollHeight") is True
 
     # Arguments: text as text, an object as indented JSON.
