@@ -77,7 +77,7 @@ def shown_text(frame: str, message_id: int) -> str:
     """The plain text a page rendering `frame` shows in a message still being written (after any
     finished Markdown blocks)."""
     found = re.findall(
-        rf'<div class="tail plain" id="message-{message_id}-text-\d+-tail">(.*?)</div>', frame, re.S
+        rf'class="tail plain" id="message-{message_id}-text-\d+-tail">(.*?)</div>', frame, re.S
     )
     return "".join(html.unescape(text) for text in found)
 
