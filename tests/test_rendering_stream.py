@@ -249,3 +249,11 @@ def test_long_output_is_cut_with_a_show_all_button(output: str, long: bool) -> N
     shown = card(status="succeeded", output=output)
     assert ('class="show-all' in shown) is long
     assert html.escape(output) in shown  # all of it, either way
+
+
+def test_a_second_call_of_a_step_joins_its_group() -> None:
+    answer = new_answer()
+    render_events(answer, [CallStarted(1, 1, 0, "call_1", "calculator", 0)])
+    fragments = render_events(answer, [CallStarted(2, 1, 1, "call_2", "calculator", 0)])
+    assert fragments.startswith('\n<div hx-swap-oob="beforeend:#message-7-calls-1">')
+    assert 'id="tool-call-7-1-1"' in fragments
