@@ -31,9 +31,7 @@
       },
     });
     const callbacks = Idiomorph.defaults.callbacks;
-    callbacks.beforeAttributeUpdated = (name, node) => (readerState(name, node) ? false : true);
-    // Copy buttons are the page's (chat.js adds them): a morph leaves them where they are.
-    callbacks.beforeNodeRemoved = (node) => !(node.classList?.contains("copy-code"));
+    callbacks.beforeAttributeUpdated = (name, node) => !readerState(name, node);
   }
 
   htmx.on("htmx:oobBeforeSwap", (event) => {
