@@ -25,7 +25,7 @@ from typing import Any
 from tally import Answer, now_us, summary
 from websockets.asyncio.client import ClientConnection, connect
 
-APPEND = re.compile(r'<div hx-swap-oob="beforeend:#message-(\d+)-text-\d+">(.*?)</div>', re.S)
+APPEND = re.compile(r'<div hx-swap-oob="beforeend:#message-(\d+)-text-\d+-tail">(.*?)</div>', re.S)
 ASSISTANT = re.compile(r'<article id="message-(\d+)" class="message role-assistant status-(\w+)"')
 ENDED = {"complete", "failed", "cancelled", "interrupted"}
 

@@ -12,7 +12,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from . import limits, rendering, services
 from .live import approvals, pages, sweeper, turns
 from .live.draft import AnswerDraft, SequenceGap
-from .live.events import Event, event_from_dict
+from .live.events import Event, UsageChanged, event_from_dict
 from .live.hub import conversation_group, hub
 from .models import Conversation, Message
 
@@ -189,6 +189,12 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         if html:
             await self.send(text_data=html + self.sidebar_entry(answer))
+        if any(isinstance(event, UsageChanged) for event in events):
+            assert self.conversation is not None
+            usage = await services.aconversation_usage(
+                conversation_id=self.conversation.pk, answer=answer
+            )
+            await self.send(text_data=rendering.render_usage(usage))
         if not answer.in_progress:
             del self.answers[message_id]
             hub().unfollow(self, message_id)

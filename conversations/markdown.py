@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from html import escape
 
@@ -59,3 +62,40 @@ def render_markdown(text: str) -> SafeString:
     return mark_safe(
         nh3.clean(html, allowed_classes=ALLOWED_CLASSES, link_rel="noopener noreferrer nofollow")
     )
+
+
+# Block structure only (no inline parsing): where each top-level block starts.
+_blocks = MarkdownIt("commonmark").enable(["table"]).disable(["inline", "text_join"])
+_line_end = re.compile(r"\r\n?|\n")
+
+
+def stable_length(text: str) -> int:
+    """How much of `text`, an answer being written, is finished Markdown blocks.
+
+    Only complete lines count; the last top-level block among them may still grow (a paragraph
+    turning into a setext heading, a list or table gaining rows, an unclosed fence), so it and
+    anything after it are not finished. Everything before its first line is: the blocks there
+    render now as they will once the answer ends.
+    """
+    end = text.rfind("\n") + 1
+    if not end:
+        return 0
+    starts = [token.map[0] for token in _blocks.parse(text[:end]) if token.level == 0 and token.map]
+    if len(starts) < 2 or not starts[-1]:
+        return 0
+    line_ends = itertools.islice(_line_end.finditer(text), starts[-1] - 1, None)
+    return next(line_ends).end()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamingText:
+    """A text part as a page shows it while it is written: finished blocks, then the rest."""
+
+    stable: SafeString
+    tail: str
+
+
+def render_streaming(text: str, *, finished: bool = False) -> StreamingText:
+    """`text` split where `stable_length` says; a `finished` part is Markdown throughout."""
+    at = len(text) if finished else stable_length(text)
+    return StreamingText(render_markdown(text[:at]) if at else mark_safe(""), text[at:])

@@ -23,6 +23,7 @@ from .live.events import (
     TextAppended,
     UsageChanged,
 )
+from .markdown import render_markdown, stable_length
 from .models import Conversation, Message
 
 PAGE = "conversations/detail.html"
@@ -98,9 +99,15 @@ def render_branch(*, conversation: Conversation, messages: list[Message | Answer
 
 
 def render_message(message: Message | AnswerDraft) -> str:
-    return render("message", {"message": message}) + render_run_controls(
+    """The whole message, morphed into the page's (idiomorph keeps what did not change)."""
+    return render("message", {"message": message, "morph_message": True}) + render_run_controls(
         running=message.in_progress
     )
+
+
+def render_usage(usage: dict[str, int]) -> str:
+    """The conversation's token total (`services.usage_total`), replacing the page's."""
+    return render("conversation-usage", {"usage": usage, "morph": True})
 
 
 def render_run_controls(*, running: bool) -> str:
@@ -128,7 +135,9 @@ def render_pong() -> str:
 def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
     """Apply `events` to the page's copy of the answer; the fragments that show them.
 
-    New text is appended to the answer's last text element, new tool cards to its body;
+    New text is appended to the plain tail of the answer's last text element, and the blocks a
+    new line finishes are moved from there to its Markdown, rendered as the finished answer
+    will be; new tool cards are appended to its body;
     changed cards, arguments and the footer are replaced; a new status (or a snapshot)
     re-renders the whole message once, Markdown and all when it is finished. Raises
     `live.draft.SequenceGap` when an event is missing.
@@ -141,11 +150,17 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
     whole = reasoning_block = footer = False
     retry = answer.retry
     changed_calls: dict[tuple[int, int], bool] = {}  # key -> the whole card (or arguments only)
+    if answer.shown_stable is None:
+        answer.shown_stable = shown_stable(answer)
 
     def flush_text() -> None:
         if text:
-            fragments.append(text_append(f"message-{answer.id}-text-{groups}", "".join(text)))
+            delta = "".join(text)
             text.clear()
+            fragments.append(text_append(f"message-{answer.id}-text-{groups}-tail", delta))
+            # Blocks can only be finished by a new line: the tail is parsed then, not per token.
+            if "\n" in delta:
+                fragments.extend(finish_blocks(answer, groups))
 
     for event in events:
         # The first reasoning makes the hidden reasoning block appear.
@@ -162,6 +177,9 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
                 flush_text()
                 call = answer.calls[(step, index)]
                 opens_group = sum(1 for other, _ in answer.calls if other == step) == 1
+                if opens_group:
+                    # The text before the calls is done: its tail becomes Markdown too.
+                    fragments.extend(finish_blocks(answer, groups, whole_part=True))
                 fragments.append(card_append(answer, call, new_group=opens_group))
                 groups += opens_group
             case CallArgumentsAppended(step=step, index=index):
@@ -173,6 +191,7 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
             case StatusChanged() | Snapshot():
                 whole = True
     if whole:
+        answer.shown_stable = None  # the page shows the split the template makes
         return render_message(answer)
     flush_text()
     context: dict[str, Any] = {"message": answer}
@@ -183,9 +202,11 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
         fragments.append(text_append(target, "".join(reasoning)))
     for key, whole_card in changed_calls.items():
         call = answer.calls[key]
-        fragments.append(render("tool-card" if whole_card else "tool-arguments", {"call": call}))
+        fragments.append(
+            render("tool-card" if whole_card else "tool-arguments", {"call": call, "morph": True})
+        )
     if footer:
-        fragments.append(render("message-footer", context))
+        fragments.append(render("message-footer", {"message": answer, "morph": True}))
     if answer.retry is not retry:
         fragments.append(render("message-retry", context))
     return "".join(fragments)
@@ -198,6 +219,32 @@ def text_append(target: str, text: str) -> str:
     the fragment sent for nearly every token, and the template engine cost several times more.
     """
     return format_html('<div hx-swap-oob="beforeend:#{}">{}</div>', target, text)
+
+
+def shown_stable(answer: AnswerDraft) -> int:
+    """Where the tail of the answer's last text part starts, as its page shows it
+    (`streaming_markdown` in the message partial)."""
+    content = answer.content
+    last = answer.parts()[-1][0]
+    return len(content) - len(last) + stable_length(last)
+
+
+def finish_blocks(answer: AnswerDraft, part: int, *, whole_part: bool = False) -> list[str]:
+    """The blocks of text part `part` finished since the last call, appended as Markdown to
+    its Markdown element, and the plain tail that is left; the whole rest with `whole_part`."""
+    assert answer.shown_stable is not None
+    tail = answer.content[answer.shown_stable :]
+    done = len(tail) if whole_part else stable_length(tail)
+    if not done:
+        return []
+    answer.shown_stable += done
+    target = f"message-{answer.id}-text-{part}"
+    return [
+        format_html(
+            '<div hx-swap-oob="beforeend:#{}-md">{}</div>', target, render_markdown(tail[:done])
+        ),
+        format_html('<div hx-swap-oob="innerHTML:#{}-tail">{}</div>', target, tail[done:]),
+    ]
 
 
 def card_append(answer: AnswerDraft, call: CallDraft, *, new_group: bool) -> str:

@@ -12,7 +12,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .limits import LimitReached, message_rate_take
@@ -345,6 +346,24 @@ def usage_total(messages: list[Message]) -> dict[str, int]:
         "output": sum(message.output_tokens or 0 for message in messages),
         "total": sum(message.total_tokens or 0 for message in messages),
     }
+
+
+def conversation_usage(*, conversation_id: int, answer: AnswerDraft) -> dict[str, int]:
+    """Tokens used by the conversation, `answer`'s as it is now (its row may lag behind)."""
+    others = Message.objects.filter(conversation_id=conversation_id).exclude(pk=answer.id)
+    totals = others.aggregate(
+        input=Coalesce(Sum("input_tokens"), 0),
+        output=Coalesce(Sum("output_tokens"), 0),
+        total=Coalesce(Sum("total_tokens"), 0),
+    )
+    return {
+        "input": totals["input"] + (answer.input_tokens or 0),
+        "output": totals["output"] + (answer.output_tokens or 0),
+        "total": totals["total"] + (answer.total_tokens or 0),
+    }
+
+
+aconversation_usage = database_async(conversation_usage)
 
 
 def runs_end(

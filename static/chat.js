@@ -1,15 +1,10 @@
-// Enter sends, Shift+Enter starts a new line; the view follows the newest text.
+// Enter sends, Shift+Enter starts a new line (stream.js has the view follow the newest text).
 document.addEventListener("keydown", (event) => {
   const field = event.target;
   if (field.name === "message" && event.key === "Enter" && !event.shiftKey) {
     event.preventDefault();
     field.form.requestSubmit();
   }
-});
-
-document.addEventListener("htmx:wsAfterMessage", () => {
-  const nearBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 200;
-  if (nearBottom) window.scrollTo(0, document.body.scrollHeight);
 });
 
 // A form with data-confirm asks first (an inline onsubmit would break the Content-Security-Policy).

@@ -23,7 +23,7 @@ from conversations.models import Conversation, Message, ToolCall
 from conversations.services import ordered_calls
 from tests.conftest import Connect
 
-APPEND = re.compile(r'<div hx-swap-oob="beforeend:#message-(\d+)-text-\d+">(.*?)</div>', re.S)
+APPEND = re.compile(r'<div hx-swap-oob="beforeend:#message-(\d+)-text-\d+-tail">(.*?)</div>', re.S)
 
 
 async def new_conversation(user: User, **fields: str) -> Conversation:
@@ -74,9 +74,10 @@ def appended_text(frames: list[str], message_id: int | None = None) -> list[str]
 
 
 def shown_text(frame: str, message_id: int) -> str:
-    """The text a page rendering `frame` shows in a message still being written."""
+    """The plain text a page rendering `frame` shows in a message still being written (after any
+    finished Markdown blocks)."""
     found = re.findall(
-        rf'<div class="text plain" id="message-{message_id}-text-\d+">(.*?)</div>', frame, re.S
+        rf'class="tail plain" id="message-{message_id}-text-\d+-tail">(.*?)</div>', frame, re.S
     )
     return "".join(html.unescape(text) for text in found)
 

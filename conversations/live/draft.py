@@ -232,6 +232,9 @@ class AnswerDraft:
         self._text: list[str] = []
         self._text_length = 0
         self._reasoning: list[str] = []
+        # Where the plain tail of the last text part starts on the page (the text before it is
+        # shown as Markdown); kept by rendering.render_events, None until it works it out.
+        self.shown_stable: int | None = None
         # Where new events go (the run's stream); None for a mirror, which only applies them.
         self.publish = publish
         # Called when a change should reach the rows now rather than at the next checkpoint

@@ -10,11 +10,15 @@ from django import template
 from django.utils.safestring import SafeString
 
 from ..live.draft import AnswerDraft
-from ..markdown import render_markdown
+from ..markdown import StreamingText, render_markdown, render_streaming
 from ..models import Message
 from ..services import answer_cut_off
 
 register = template.Library()
+
+# Tool output longer than this is cut (stream.js shows the rest on demand).
+LONG_OUTPUT_CHARACTERS = 1500
+LONG_OUTPUT_LINES = 20
 
 
 @register.filter
@@ -23,8 +27,32 @@ def markdown(text: str) -> SafeString:
 
 
 @register.filter
+def streaming_markdown(text: str, last: bool) -> StreamingText:
+    """A text part of an answer being written: the last one split into finished Markdown blocks
+    and the plain rest, as the stream shows it (rendering.render_events); earlier ones whole."""
+    return render_streaming(text, finished=not last)
+
+
+@register.filter
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+@register.filter
+def is_structured(value: Any) -> bool:
+    return isinstance(value, dict | list)
+
+
+@register.filter
+def argument_text(value: Any) -> str:
+    """A tool call's argument as shown: text as it is, other values as (indented) JSON."""
+    return value if isinstance(value, str) else pretty_json(value)
+
+
+@register.filter
+def is_long_output(text: str) -> bool:
+    """Output a tool card shows cut, with a "Show all" button."""
+    return len(text) > LONG_OUTPUT_CHARACTERS or text.count("\n") >= LONG_OUTPUT_LINES
 
 
 @register.filter
