@@ -11,6 +11,7 @@ from html import escape
 import nh3
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexer import Lexer
@@ -23,9 +24,12 @@ HIGHLIGHT_LIMIT = 100_000
 
 # Only the class names Pygments gives its standard token types (static/highlight.css styles
 # them) survive the sanitiser; no other attribute is added to its defaults, `style` included.
+ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
 ALLOWED_CLASSES = {
     "pre": {"highlight"},
     "span": {name for name in STANDARD_TYPES.values() if name},
+    "th": ALIGN_CLASSES,
+    "td": ALIGN_CLASSES,
 }
 
 _formatter = HtmlFormatter(nowrap=True)
@@ -55,6 +59,19 @@ def highlight_code(code: str, language: str, attributes: str) -> str:
 _markdown = MarkdownIt("commonmark", {"html": False, "highlight": highlight_code}).enable(
     ["table", "strikethrough"]
 )
+
+
+def table_alignment_classes(state: StateCore) -> None:
+    """A table column's alignment (`|---:|`) as a class: markdown-it writes it as a style
+    attribute, which the sanitiser removes and the Content-Security-Policy would block."""
+    for token in state.tokens:
+        style = token.attrGet("style") if token.type in ("th_open", "td_open") else None
+        if isinstance(style, str) and style.startswith("text-align:"):
+            del token.attrs["style"]
+            token.attrSet("class", "align-" + style.removeprefix("text-align:"))
+
+
+_markdown.core.ruler.push("table_alignment_classes", table_alignment_classes)
 
 
 def render_markdown(text: str) -> SafeString:

@@ -145,3 +145,12 @@ def test_raw_html_and_script_links_do_not_survive() -> None:
     assert all("javascript:" not in (a.attributes.get("href") or "") for a in tree.find("a"))
     assert not tree.find("pre") and not tree.find("span")
     assert_no_style_or_handlers(tree)
+
+
+def test_a_tables_column_alignment_becomes_a_class_not_a_style() -> None:
+    html = render_markdown("| a | b | c |\n|:--|:-:|--:|\n| 1 | 2 | 3 |")
+
+    assert '<th class="align-left">a</th>' in html
+    assert '<th class="align-center">b</th>' in html
+    assert '<td class="align-right">3</td>' in html
+    assert "style" not in html

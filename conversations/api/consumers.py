@@ -125,10 +125,8 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def run_command(self, frame: dict[str, Any]) -> None:
         assert self.conversation is not None
         match frame["type"]:
-            case "send":
+            case "send" | "regenerate" | "retry" | "continue" | "edit":
                 await self.send_turn(frame)
-            case "regenerate" | "retry" | "continue" | "edit":
-                await self.redo_turn(frame)
             case "stop":
                 await sweeper.stop(conversation=self.conversation)
             case "approve" | "deny":
@@ -151,36 +149,25 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.send_json(pong)
 
     async def send_turn(self, frame: dict[str, Any]) -> None:
+        """`send`, or a message action (regenerate, retry, continue, edit), which supersedes part
+        of the conversation."""
         assert self.conversation is not None
+        branch = frame["type"] != "send"
         try:
-            user_message, assistant_message = await turns.turn_start(
-                conversation=self.conversation,
-                text=frame["text"],
-                model=frame.get("model"),
-                api_style=frame.get("api_style"),
-            )
-        except services.AnswerRunning as error:
-            raise CommandError("busy", str(error)) from None
-        except services.ChatInputError as error:
-            raise CommandError("invalid_input", str(error)) from None
-        except limits.LimitReached as error:
-            raise CommandError("rate_limited", str(error)) from None
-        await turns.turn_run(
-            user_message=user_message,
-            assistant_message=assistant_message,
-            show=self.conversation_turn,
-        )
-
-    async def redo_turn(self, frame: dict[str, Any]) -> None:
-        """A message action: a new answer that supersedes part of the conversation."""
-        assert self.conversation is not None
-        try:
-            user_message, assistant_message = await turns.turn_redo(
-                conversation=self.conversation,
-                action=frame["type"],
-                message_id=frame.get("message_id"),
-                text=frame.get("text"),
-            )
+            if branch:
+                user_message, assistant_message = await turns.turn_redo(
+                    conversation=self.conversation,
+                    action=frame["type"],
+                    message_id=frame.get("message_id"),
+                    text=frame.get("text"),
+                )
+            else:
+                user_message, assistant_message = await turns.turn_start(
+                    conversation=self.conversation,
+                    text=frame["text"],
+                    model=frame.get("model"),
+                    api_style=frame.get("api_style"),
+                )
         except services.AnswerRunning as error:
             raise CommandError("busy", str(error)) from None
         except services.NoSuchMessage as error:
@@ -195,7 +182,7 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             user_message=user_message,
             assistant_message=assistant_message,
             show=self.conversation_turn,
-            branch=True,
+            branch=branch,
         )
 
     async def resume(self, *, message_id: int | None, after: int) -> None:
