@@ -51,9 +51,10 @@ async def act_and_wait(socket: WebsocketCommunicator, frame: dict[str, Any]) -> 
 async def refused(socket: WebsocketCommunicator, frame: dict[str, Any]) -> str:
     """Send a frame the server refuses; the error line it shows."""
     await socket.send_json_to(frame)
-    reply = await socket.receive_from()
-    assert 'id="chat-error"' in reply, reply
-    return reply
+    # The last answer's token total may still be on its way: nothing else comes first.
+    frames = await receive_until(socket, lambda f: 'id="chat-error"' in f)
+    assert all('id="conversation-usage"' in f for f in frames[:-1]), frames
+    return frames[-1]
 
 
 async def rows(conversation: Conversation) -> list[tuple[str, str, bool]]:
