@@ -54,11 +54,9 @@ def render_new_messages(turn: list[Message | AnswerDraft]) -> str:
     user_message = turn[0]
     assert isinstance(user_message, Message)
     running = any(message.in_progress for message in turn)
-    conversation = user_message.conversation
     return (
         render("new-messages", {"history": turn})
-        + render("title", {"conversation": conversation})
-        + render_sidebar_entry(conversation=conversation, status=turn[-1].status)
+        + render_heading(conversation=user_message.conversation, status=turn[-1].status)
         + render_run_controls(running=running)
     )
 
@@ -76,7 +74,13 @@ def render_sidebar_entry(*, conversation: Conversation, status: str | None) -> s
 def render_conversation_changed(conversation: Conversation) -> str:
     """The title and the sidebar entry of a conversation renamed (or its answer status changed),
     for its open pages; `conversation` is annotated with `answer_status`."""
-    status = getattr(conversation, "answer_status", None)
+    return render_heading(
+        conversation=conversation, status=getattr(conversation, "answer_status", None)
+    )
+
+
+def render_heading(*, conversation: Conversation, status: str | None) -> str:
+    """The conversation's title and its sidebar entry (`status`: its latest answer's)."""
     return render("title", {"conversation": conversation}) + render_sidebar_entry(
         conversation=conversation, status=status
     )
@@ -86,14 +90,10 @@ def render_branch(*, conversation: Conversation, messages: list[Message | Answer
     """The whole list after a message action superseded some messages: they disappear, and the
     new answer (the last) shows as it streams."""
     running = any(message.in_progress for message in messages)
-    title = render("title", {"conversation": conversation})
-    entry = render_sidebar_entry(
-        conversation=conversation, status=messages[-1].status if messages else None
-    )
+    status = messages[-1].status if messages else None
     return (
         render("messages", {"history": messages})
-        + title
-        + entry
+        + render_heading(conversation=conversation, status=status)
         + render_run_controls(running=running)
     )
 
