@@ -22,6 +22,9 @@ TITLE_INSTRUCTION = (
 # How much of the first question and answer the model is shown.
 EXCERPT_LENGTH = 2000
 TITLE_MAX_CHARACTERS = 80
+# A reply longer than this is not a title (a small model answering the conversation instead):
+# the first words are kept.
+TITLE_MAX_WORDS = 10
 # A local model writes one thing at a time: a title is short.
 LOCAL_MAX_TOKENS = 32
 
@@ -31,7 +34,8 @@ LEADING_LABEL = re.compile(r"^(title|conversation title)\s*:\s*", re.IGNORECASE)
 
 def title_clean(text: str) -> str:
     """The title in a model's reply: its first line, without a "Title:" label, quotes, Markdown
-    emphasis or headings, or punctuation at the end; at most TITLE_MAX_CHARACTERS. "" if none."""
+    emphasis or headings, or punctuation at the end; at most TITLE_MAX_CHARACTERS. "" if none,
+    or if that line has more than TITLE_MAX_WORDS words (it is not a title)."""
     line = next((line for line in text.splitlines() if line.strip()), "")
     line = line.strip().lstrip("#>-").strip()
     previous = None
@@ -39,8 +43,10 @@ def title_clean(text: str) -> str:
         previous = line
         line = line.strip().strip("*_~" + QUOTES).strip().rstrip(".!?,;:。")
         line = LEADING_LABEL.sub("", line)
-    line = " ".join(line.split())
-    return line[:TITLE_MAX_CHARACTERS].rstrip()
+    words = line.split()
+    if len(words) > TITLE_MAX_WORDS:
+        return ""
+    return " ".join(words)[:TITLE_MAX_CHARACTERS].rstrip()
 
 
 def exchange_prompt(exchange: services.FirstExchange) -> str:

@@ -54,7 +54,7 @@ document.addEventListener("submit", (event) => {
   function composerNote(text) {
     const note = document.getElementById("composer-note");
     if (note && note.textContent !== text) note.textContent = text;
-    document.getElementById("composer")?.toggleAttribute("data-pending", chat.queued);
+    document.getElementById("composer")?.toggleAttribute("data-pending", text !== "" && chat.sent !== null);
   }
 
   function showConnection() {
@@ -133,14 +133,16 @@ document.addEventListener("submit", (event) => {
     }
     chat.sent = event.detail.parameters.message;
     chat.queued = !chat.open;
-    composerNote(chat.queued ? "Not sent yet: it goes as soon as the connection is back." : "");
+    // Offline with the socket not yet closed: the frame waits in the browser, so say so too.
+    const waiting = chat.queued || !navigator.onLine;
+    composerNote(waiting ? "Not sent yet: it goes as soon as the connection is back." : "");
     composerBox()?.focus();
   });
 
   document.addEventListener("htmx:wsAfterSend", (event) => {
     if (event.target.id !== "composer" || !chat.queued) return;
     chat.queued = false;
-    composerNote("");
+    if (navigator.onLine) composerNote("");
   });
 
   document.addEventListener("htmx:oobBeforeSwap", (event) => {

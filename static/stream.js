@@ -131,6 +131,8 @@
     showJump();
   });
 
-  following = atBottom();
+  // A conversation opens at its latest message, as chats do.
+  following = true;
+  toEnd();
   showJump();
 })();

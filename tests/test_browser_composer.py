@@ -169,3 +169,16 @@ def test_a_dropped_connection_shows_comes_back_and_loses_nothing(
     )
     expect(box).to_have_value("")
     expect(note).to_be_empty()
+
+    # Offline before the socket has noticed: the message waits in the browser, and says so.
+    fake_openai.queue(sse(text_stream("Sent once back online.")))
+    context.set_offline(True)
+    expect(indicator).to_have_attribute("data-state", "offline")
+    box.fill("still there?")
+    box.press("Enter")
+    expect(note).to_contain_text("Not sent yet")
+    expect(box).to_have_value("still there?")
+    context.set_offline(False)
+    expect(assistant.nth(2)).to_contain_text("Sent once back online.", timeout=15_000)
+    expect(note).to_be_empty()
+    expect(box).to_have_value("")

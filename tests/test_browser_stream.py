@@ -241,3 +241,10 @@ def test_the_view_follows_the_answer_until_the_reader_scrolls_up(
     assert page.evaluate(at_end)
     expect(answer).to_have_attribute("data-status", "complete", timeout=15_000)
     assert page.evaluate(at_end)
+
+    # Opened again, the conversation shows its latest message.
+    page.goto(page.url)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(answer).to_contain_text("Line 89 done.")
+    page.wait_for_function(at_end)
+    expect(jump).to_be_hidden()

@@ -193,6 +193,12 @@ async def test_no_title_is_asked_for_when_turned_off_or_already_renamed(
         ("\n\n  'Spaghetti' timing  ", "Spaghetti' timing"),
         ("x" * 100, "x" * 80),
         ("  ", ""),
+        # What a small local model wrote instead of a title: the first words stay.
+        ("Your response is perfect! Just to let you know, I'll send another version of the", ""),
+        (
+            "One two three four five six seven eight nine ten",
+            "One two three four five six seven eight nine ten",
+        ),
     ],
 )
 def test_a_reply_is_cleaned_into_a_title(reply: str, title: str) -> None:
