@@ -4,7 +4,6 @@ two export downloads."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -13,22 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.chat import browser_sign_up
+from tests.browser import MARKS, chromium, conversation_page, site
 from tests.fake_openai import FakeOpenAI, error, sse, text_stream
-from tests.servers import daphne, migrate
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
 
-CHROMIUM = "/usr/bin/chromium"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-        reason="Debian's chromium package is not installed (make test installs it as root)",
-    ),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
@@ -39,50 +30,24 @@ def database(tmp_path: Path) -> Path:
 @pytest.fixture
 def server(database: Path, fake_openai: FakeOpenAI) -> Iterator[str]:
     """Daphne on a fresh SQLite file, its model the loopback server."""
-    env = {
-        "SECRET_KEY": "browser-test",
-        "DATABASE_URL": f"sqlite:///{database}",
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "LLM_MODEL": "fake-model",
-        "LLM_MAX_RETRIES": "0",
-    }
-    migrate(env)
-    with daphne(env) as url:
+    with site(database, fake_openai) as url:
         yield url
 
 
 @pytest.fixture
 def context(server: str) -> Iterator[BrowserContext]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            context = browser.new_context(accept_downloads=True)
-            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server)
-            yield context
-        finally:
-            browser.close()
+    with chromium() as browser:
+        context = browser.new_context(accept_downloads=True)
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server)
+        yield context
 
 
 @pytest.fixture
 def page(context: BrowserContext, server: str) -> Iterator[Page]:
     """A new conversation's page, signed up; at the end, no script error and nothing the
     Content-Security-Policy blocked."""
-    from playwright.sync_api import expect
-
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    browser_sign_up(page, server)
-    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
-    yield page
-    assert page.evaluate("window.cspViolations") == []
-    assert errors == []
+    with conversation_page(context, server) as page:
+        yield page
 
 
 def stored(database: Path) -> list[tuple[str, str, bool]]:

@@ -3,7 +3,6 @@ was typed, Send turns into Stop, and a dropped connection shows, comes back and 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,22 +10,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.chat import browser_sign_up
+from tests.browser import MARKS, chromium, conversation_page, site_env
 from tests.fake_openai import FakeOpenAI, sse, text_stream
 from tests.servers import CuttableProxy, cuttable_proxy, daphne, migrate
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
 
-CHROMIUM = "/usr/bin/chromium"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-        reason="Debian's chromium package is not installed (make test installs it as root)",
-    ),
-]
+pytestmark = MARKS
 
 WORDS = " ".join(f"word{number}" for number in range(60))
 
@@ -35,14 +27,7 @@ WORDS = " ".join(f"word{number}" for number in range(60))
 def proxy(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[CuttableProxy]:
     """Daphne on a fresh SQLite file, its model the loopback server, behind a proxy that can
     drop the page's socket."""
-    env = {
-        "SECRET_KEY": "browser-test",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "LLM_MODEL": "fake-model",
-        "LLM_MAX_RETRIES": "0",
-    }
+    env = site_env(tmp_path / "db.sqlite3", fake_openai)
     migrate(env)
     with daphne(env) as url, cuttable_proxy(url) as proxy:
         yield proxy
@@ -50,33 +35,16 @@ def proxy(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[CuttableProxy]:
 
 @pytest.fixture
 def context(proxy: CuttableProxy) -> Iterator[BrowserContext]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield browser.new_context()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_context()
 
 
 @pytest.fixture
 def page(context: BrowserContext, proxy: CuttableProxy) -> Iterator[Page]:
     """A new conversation's page, signed up; at the end, no script error and nothing the
     Content-Security-Policy blocked."""
-    from playwright.sync_api import expect
-
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    browser_sign_up(page, proxy.url)
-    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
-    yield page
-    assert page.evaluate("window.cspViolations") == []
-    assert errors == []
+    with conversation_page(context, proxy.url) as page:
+        yield page
 
 
 def test_the_box_keeps_focus_and_what_was_typed_and_send_turns_into_stop(

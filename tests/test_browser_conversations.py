@@ -4,7 +4,6 @@ model's title, and the phone layout."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,22 +11,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.chat import browser_sign_up
+from tests.browser import MARKS, chromium, conversation_page, site
 from tests.fake_openai import Completion, FakeOpenAI, json_body, sse, text_stream
-from tests.servers import daphne, migrate
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
 
-CHROMIUM = "/usr/bin/chromium"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-        reason="Debian's chromium package is not installed (make test installs it as root)",
-    ),
-]
+pytestmark = MARKS
 
 WORDS = " ".join(f"word{number}" for number in range(40))
 
@@ -35,49 +26,22 @@ WORDS = " ".join(f"word{number}" for number in range(40))
 @pytest.fixture
 def server(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[str]:
     """Daphne on a fresh SQLite file, its model the loopback server, titles generated."""
-    env = {
-        "SECRET_KEY": "browser-test",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "LLM_MODEL": "fake-model",
-        "LLM_MAX_RETRIES": "0",
-        "CHAT_GENERATE_TITLES": "1",
-    }
-    migrate(env)
-    with daphne(env) as url:
+    with site(tmp_path / "db.sqlite3", fake_openai, CHAT_GENERATE_TITLES="1") as url:
         yield url
 
 
 @pytest.fixture
 def context(server: str) -> Iterator[BrowserContext]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield browser.new_context()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_context()
 
 
 @pytest.fixture
 def page(context: BrowserContext, server: str) -> Iterator[Page]:
     """A new conversation's page, signed up; at the end, no script error and nothing the
     Content-Security-Policy blocked."""
-    from playwright.sync_api import expect
-
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    browser_sign_up(page, server)
-    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
-    yield page
-    assert page.evaluate("window.cspViolations") == []
-    assert errors == []
+    with conversation_page(context, server) as page:
+        yield page
 
 
 def title_reply(text: str) -> object:

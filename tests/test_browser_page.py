@@ -12,23 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.chat import browser_sign_up
+from tests.browser import MARKS, chromium, site
+from tests.browser import signed_up as new_conversation
 from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
-from tests.servers import daphne, migrate
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-        reason="Debian's chromium package is not installed (make test installs it as root)",
-    ),
-]
+pytestmark = MARKS
 
 ANSWER = """## A table and some code
 
@@ -60,45 +53,19 @@ HOSTILE = "\n\n".join(PAYLOADS)
 
 @pytest.fixture
 def server(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[str]:
-    env = {
-        "SECRET_KEY": "browser-test",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "LLM_MODEL": "fake-model",
-        "LLM_MAX_RETRIES": "0",
-    }
-    migrate(env)
-    with daphne(env) as url:
+    with site(tmp_path / "db.sqlite3", fake_openai) as url:
         yield url
 
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 def signed_up(browser: Browser, server: str, **context_options: Any) -> Page:
-    """A new user's new conversation, connected; script errors are collected in `page.errors`."""
-    from playwright.sync_api import expect
-
-    page = browser.new_context(**context_options).new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.errors = errors  # type: ignore[attr-defined]
-    browser_sign_up(page, server)
-    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
-    return page
+    """A new user's new conversation in a new context, connected."""
+    return new_conversation(browser.new_context(**context_options), server)
 
 
 def ask(page: Page, text: str, *, answers: int) -> None:

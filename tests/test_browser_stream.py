@@ -5,29 +5,20 @@ tool output cut with "Show all"; the token total live."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.chat import browser_sign_up
+from tests.browser import MARKS, chromium, conversation_page, send, site
 from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
-from tests.servers import daphne, migrate
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-CHROMIUM = "/usr/bin/chromium"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-        reason="Debian's chromium package is not installed (make test installs it as root)",
-    ),
-]
+pytestmark = MARKS
 
 ANSWER = (
     "## Findings\n\n"
@@ -42,16 +33,7 @@ ANSWER = (
 @pytest.fixture
 def server(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[str]:
     """Daphne on a fresh SQLite file, its model the loopback server."""
-    env = {
-        "SECRET_KEY": "browser-test",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "LLM_MODEL": "fake-model",
-        "LLM_MAX_RETRIES": "0",
-    }
-    migrate(env)
-    with daphne(env) as url:
+    with site(tmp_path / "db.sqlite3", fake_openai) as url:
         yield url
 
 
@@ -59,30 +41,10 @@ def server(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[str]:
 def page(server: str) -> Iterator[Page]:
     """A new conversation's page, signed up, in a short window; at the end, no script error and
     nothing the Content-Security-Policy blocked."""
-    from playwright.sync_api import expect, sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            page = browser.new_context(viewport={"width": 900, "height": 600}).new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            browser_sign_up(page, server)
-            expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 900, "height": 600})
+        with conversation_page(context, server) as page:
             yield page
-            assert page.evaluate("window.cspViolations") == []
-            assert errors == []
-        finally:
-            browser.close()
-
-
-def send(page: Page, text: str) -> None:
-    box = page.locator("#composer textarea")
-    box.fill(text)
-    box.press("Enter")
 
 
 def test_markdown_appears_while_streaming_and_the_finish_keeps_its_blocks_and_the_selection(
