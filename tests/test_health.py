@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from channels.testing import HttpCommunicator
+from django.test import Client
 
 from chatsite.asgi import application
 from conversations.live import drain
@@ -23,10 +24,10 @@ from tests.servers import daphne, free_port
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def probe(path: str, *headers: tuple[bytes, bytes]) -> tuple[int, dict[bytes, bytes], bytes]:
+async def probe(path: str, *sent: tuple[bytes, bytes]) -> tuple[int, dict[bytes, bytes], bytes]:
     """A GET through the ASGI application, as Daphne hands it over: status, headers, body."""
     communicator = HttpCommunicator(
-        application, "GET", path, headers=[(b"host", b"localhost"), *headers]
+        application, "GET", path, headers=[(b"host", b"localhost"), *sent]
     )
     response = await communicator.get_response(timeout=10)
     headers = {name.lower(): value for name, value in response["headers"]}
@@ -46,6 +47,20 @@ async def test_healthz_says_ok_without_the_database_a_login_or_a_cookie() -> Non
     assert (status, json.loads(body)) == (200, {"status": "ok"})
     assert b"set-cookie" not in headers
     assert headers[b"content-type"] == b"application/json"
+
+
+def test_probes_answer_any_host_and_only_get(client: Client, settings: Any) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+
+    response = client.get("/healthz", headers={"host": "10.0.0.5:8100"})
+    posted = client.post("/healthz", headers={"host": "10.0.0.5:8100"})
+
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert response["Cache-Control"] == "no-store"
+    assert not response.cookies
+    assert (posted.status_code, posted["Allow"]) == (405, "GET, HEAD")
+    # The pages still check the host.
+    assert client.get("/login/", headers={"host": "10.0.0.5:8100"}).status_code == 400
 
 
 @pytest.mark.django_db

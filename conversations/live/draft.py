@@ -360,18 +360,18 @@ class AnswerDraft:
         self._emit(StepStarted(self.next_seq, step))
 
     async def text(self, delta: str) -> None:
-        metrics.TEXT_DELTAS.inc()
+        metrics.STREAM_DELTAS.text += 1
         self._emit(TextAppended(self.next_seq, delta))
 
     async def reasoning_delta(self, delta: str) -> None:
-        metrics.REASONING_DELTAS.inc()
+        metrics.STREAM_DELTAS.reasoning += 1
         self._emit(ReasoningAppended(self.next_seq, delta))
 
     async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
         self._emit(CallStarted(self.next_seq, step, index, call_id, name, self._text_length))
 
     async def tool_arguments(self, step: int, index: int, delta: str) -> None:
-        metrics.ARGUMENT_DELTAS.inc()
+        metrics.STREAM_DELTAS.tool_arguments += 1
         so_far = self.calls[(step, index)].arguments + delta
         self._emit(
             CallArgumentsAppended(
