@@ -13,12 +13,22 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Metric
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    Metric,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from .streaming.events import ProviderEvent, StreamError
 from .streaming.timeouts import StreamTimeouts
+
+# No `_created` series (when each counter was made) beside every counter: they doubled the page.
+disable_created_metrics()
 
 SOCKET_KINDS = ("page", "api")
 SOCKETS = Gauge("chat_sockets_open", "WebSockets open in this process, by kind.", ["kind"])
