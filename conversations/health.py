@@ -111,8 +111,10 @@ def select_one() -> None:
 
 
 async def redis_ping(url: str, within: float) -> None:
-    # Socket timeouts too: a cancelled command leaves its connection in an unknown state.
-    client = redis.Redis.from_url(url, socket_connect_timeout=within, socket_timeout=within)
+    # Socket timeouts a little past the probe's own bound (the one its answer names): they bound
+    # closing the connection afterwards.
+    limit = within + 1
+    client = redis.Redis.from_url(url, socket_connect_timeout=limit, socket_timeout=limit)
     try:
         await client.ping()
     finally:
