@@ -96,8 +96,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: answers /healthz, /readyz and /metrics before the host check, HTTPS redirect,
-    # session and CSRF, so a load balancer can probe a worker by its address.
+    # First: answers /healthz, /readyz and /metrics before the host check (ALLOWED_HOSTS),
+    # HTTPS redirect (no SECURE_REDIRECT_EXEMPT needed), session and CSRF, so a load balancer
+    # can probe a worker by its address over plain HTTP.
     "conversations.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
