@@ -24,7 +24,15 @@ from tests.chat import (
     send_and_wait,
 )
 from tests.conftest import ApiConnect, Connect
-from tests.fake_openai import FakeOpenAI, error, sse, text_stream, tool_calls_stream
+from tests.fake_openai import (
+    FakeOpenAI,
+    error,
+    response_failed,
+    response_text_stream,
+    sse,
+    text_stream,
+    tool_calls_stream,
+)
 from tests.servers import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,7 +90,12 @@ def argument_deltas(chunks: list[Any]) -> int:
     )
 
 
+def events(chunks: list[Any], kind: str) -> int:
+    return sum(1 for chunk in chunks if chunk["type"] == kind)
+
+
 TEXT = ("chat_stream_deltas_total", {"kind": "text"})
+REASONING = ("chat_stream_deltas_total", {"kind": "reasoning"})
 ARGUMENTS = ("chat_stream_deltas_total", {"kind": "tool_arguments"})
 FIRST_EVENTS = "chat_upstream_first_event_seconds_count"
 FIRST_EVENTS_SUM = "chat_upstream_first_event_seconds_sum"
@@ -191,6 +204,29 @@ async def test_upstream_errors_count_each_failed_try_by_kind(
     assert [count(upstream_errors(k)) for k in kinds] == [1, 0, 1, 0, 1, 0]
     # Only the answer that came had a first event.
     assert count(FIRST_EVENTS) == 1
+
+
+async def test_a_responses_answer_counts_its_reasoning_and_a_failed_stream(
+    connect: Connect, user: User, model_server: FakeOpenAI
+) -> None:
+    answered = response_text_stream("Four.", pieces=2, reasoning=["Two and two ", "make four."])
+    failed = response_failed("The model tripped.", text_before="Let me")
+    model_server.queue(sse(answered))
+    model_server.queue(sse(failed))
+    conversation = await new_conversation(user, api_style="responses")
+    socket = await opened(connect, conversation, user)
+    count = Moved(TEXT, REASONING, FIRST_EVENTS, upstream_errors("stream"))
+
+    await send_and_wait(socket, "2+2?")
+    await send_and_wait(socket, "and 3+3?")
+
+    assert (await assistant_message(conversation)).status == Message.Status.FAILED
+    # Each summary delta, and the paragraph break the adapter puts between the two parts.
+    summary_deltas = events(answered, "response.reasoning_summary_text.delta")
+    assert count(REASONING) == summary_deltas + 1
+    assert count(TEXT) == events([*answered, *failed], "response.output_text.delta") > 2
+    assert count(FIRST_EVENTS) == 2
+    assert count(upstream_errors("stream")) == 1
 
 
 async def test_open_sockets_are_counted_by_kind_until_they_close(
