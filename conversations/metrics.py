@@ -28,7 +28,7 @@ from .streaming.events import ProviderEvent, StreamError
 from .streaming.timeouts import StreamTimeouts
 
 # No `_created` series (when each counter was made) beside every counter: they doubled the page.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 SOCKET_KINDS = ("page", "api")
 SOCKETS = Gauge("chat_sockets_open", "WebSockets open in this process, by kind.", ["kind"])
