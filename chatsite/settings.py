@@ -96,6 +96,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: answers /healthz, /readyz and /metrics before the host check (ALLOWED_HOSTS),
+    # HTTPS redirect (no SECURE_REDIRECT_EXEMPT needed), session and CSRF, so a load balancer
+    # can probe a worker by its address over plain HTTP.
+    "conversations.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -343,6 +347,12 @@ if CHAT_RUN_STALE_AFTER <= CHAT_HEARTBEAT_INTERVAL + CHAT_CHECKPOINT_INTERVAL:
         "CHAT_RUN_STALE_AFTER must be longer than CHAT_HEARTBEAT_INTERVAL plus "
         "CHAT_CHECKPOINT_INTERVAL, or live answers would be marked interrupted."
     )
+
+# /readyz: how long the database and Redis each have to answer before the probe says 503.
+READYZ_TIMEOUT = env_float("READYZ_TIMEOUT", 2.0)
+# /metrics (Prometheus) is served to requests with "Authorization: Bearer <METRICS_TOKEN>";
+# empty: there is no /metrics page.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # Serve static files straight from the apps and static/ (no collectstatic step needed).
 WHITENOISE_USE_FINDERS = True

@@ -9,7 +9,7 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import limits, rendering, services
+from . import limits, metrics, rendering, services
 from .live import approvals, pages, sweeper, turns
 from .live.draft import AnswerDraft, SequenceGap
 from .live.events import Event, UsageChanged, event_from_dict
@@ -31,6 +31,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     group = ""
 
     async def connect(self) -> None:
+        metrics.socket_opened("page", self)
         # The page's copy of each answer it follows, at the last event it has shown.
         self.answers: dict[int, AnswerDraft] = {}
         self.shown_up_to = 0
@@ -59,6 +60,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.follow(message)
 
     async def disconnect(self, code: int) -> None:
+        metrics.socket_closed(self)
         hub().unfollow(self)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)

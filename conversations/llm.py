@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import openai
 from django.conf import settings
 
+from . import metrics
 from .streaming.chat_completions import stream_chat_completion
 from .streaming.events import ProviderEvent
 from .streaming.loop import Provider
@@ -121,7 +122,7 @@ def retried(
     attempt: Callable[[StreamTimeouts], AsyncIterator[ProviderEvent]],
 ) -> AsyncIterator[ProviderEvent]:
     """One model call, tried again as the settings allow when it fails before answering."""
-    return retrying(attempt, retry_policy())
+    return retrying(metrics.timed(attempt), retry_policy())
 
 
 def chat_provider(client: openai.AsyncOpenAI, configured: Endpoint) -> Provider:

@@ -21,7 +21,7 @@ from typing import Any
 import openai
 from django.conf import settings
 
-from . import llm, local_model, titles
+from . import llm, local_model, metrics, titles
 from .live.draft import AnswerDraft, call_fields
 from .live.hub import RunStream, hub
 from .models import Message
@@ -129,6 +129,7 @@ class Checkpoint:
         if calls_version != self.saved_calls:
             calls = [call_fields(call) for _, call in sorted(draft.calls.items())]
         saved = await aanswer_save(message_id=draft.id, fields=fields, calls=calls, final=final)
+        metrics.CHECKPOINT_WRITES.inc()
         if saved == Saved.SAVED:
             self.saved_seq, self.saved_calls = seq, calls_version
             self.saved_at = time.monotonic()
@@ -201,6 +202,7 @@ async def model_slot(configured: llm.Endpoint, draft: AnswerDraft) -> AsyncItera
 
 async def run_generation(message: Message, run: RunStream) -> None:
     draft = run.draft
+    metrics.answer_started(draft)
     checkpoint = Checkpoint(draft)
     this_task = asyncio.current_task()
     assert this_task is not None
@@ -235,6 +237,7 @@ async def run_generation(message: Message, run: RunStream) -> None:
         with contextlib.suppress(BaseException):
             await saver
         events = draft.finish(status, error)
+        metrics.answer_ended(draft)
         await checkpoint.save_end()
         run.finish(events)
         if status == Message.Status.COMPLETE and settings.CHAT_GENERATE_TITLES:

@@ -8,7 +8,7 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from .. import limits, services
+from .. import limits, metrics, services
 from ..live import approvals, sweeper, turns
 from ..live.events import (
     CallArgumentsAppended,
@@ -56,6 +56,7 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     group = ""
 
     async def connect(self) -> None:
+        metrics.socket_opened("api", self)
         # The last seq sent to the client of each answer it follows.
         self.sent: dict[int, int] = {}
         # The newest answer the client knows of: later ones come as `message.created`.
@@ -95,6 +96,7 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         )
 
     async def disconnect(self, code: int) -> None:
+        metrics.socket_closed(self)
         hub().unfollow(self)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)

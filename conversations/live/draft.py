@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .. import metrics
 from ..streaming.events import Retrying, Usage
 from ..streaming.loop import Decision
 from ..streaming.partial_json import parse_partial_arguments
@@ -359,15 +360,18 @@ class AnswerDraft:
         self._emit(StepStarted(self.next_seq, step))
 
     async def text(self, delta: str) -> None:
+        metrics.STREAM_DELTAS.text += 1
         self._emit(TextAppended(self.next_seq, delta))
 
     async def reasoning_delta(self, delta: str) -> None:
+        metrics.STREAM_DELTAS.reasoning += 1
         self._emit(ReasoningAppended(self.next_seq, delta))
 
     async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
         self._emit(CallStarted(self.next_seq, step, index, call_id, name, self._text_length))
 
     async def tool_arguments(self, step: int, index: int, delta: str) -> None:
+        metrics.STREAM_DELTAS.tool_arguments += 1
         so_far = self.calls[(step, index)].arguments + delta
         self._emit(
             CallArgumentsAppended(
@@ -407,6 +411,7 @@ class AnswerDraft:
             self._save_soon()
 
     async def tool_denied(self, step: int, index: int, decision: Decision, output: str) -> None:
+        metrics.tool_call_ended("denied")
         self._emit(
             CallChanged(
                 self.next_seq,
@@ -425,6 +430,7 @@ class AnswerDraft:
             self.save_soon()
 
     async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
+        metrics.tool_call_ended("succeeded" if result.ok else "failed")
         self._emit(
             CallChanged(
                 self.next_seq,
@@ -466,6 +472,7 @@ class AnswerDraft:
         events: list[Event] = []
         for (step, index), call in sorted(self.calls.items()):
             if call.status not in ANSWERED:
+                metrics.tool_call_ended("cancelled")
                 events.append(CallChanged(self.next_seq, step, index, "cancelled", at=at))
                 self.apply(events[-1])
         events.append(StatusChanged(self.next_seq, status, error, at))
