@@ -20,12 +20,12 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from daphne.server import Server
@@ -36,7 +36,7 @@ from websockets.exceptions import ConnectionClosed
 
 from conversations.api.tokens import token_create
 from conversations.models import Conversation, Message
-from tests.chat import answer_id, appended_text, finished, shown_text
+from tests.chat import appended_text, finished, shown_text
 from tests.conftest import session_cookie
 from tests.fake_openai import FakeOpenAI, sse, text_stream
 from tests.servers import ROOT, daphne_process, free_port
@@ -202,18 +202,18 @@ async def open_page(user: User) -> AsyncIterator[Any]:
     opened: list[ClientConnection] = []
 
     async def open_page(site: Site, conversation: Conversation) -> Page:
-        socket = await connect(
+        websocket = await connect(
             f"ws{site.url.removeprefix('http')}{chat_path(conversation)}",
             additional_headers={"Cookie": cookie, "Origin": site.url},
         )
-        opened.append(socket)
-        page = Page(socket)
+        opened.append(websocket)
+        page = Page(websocket)
         await page.until(lambda frame: 'id="messages"' in frame)
         return page
 
     yield open_page
-    for socket in opened:
-        await socket.close()
+    for websocket in opened:
+        await websocket.close()
 
 
 @needs_backends
@@ -317,11 +317,12 @@ async def test_a_killed_worker_is_skipped_for_new_pages_and_sockets(
             await page.until(lambda frame: False)
 
     cookie = (await sync_to_async(session_cookie)(user)).decode()
-    async with httpx.AsyncClient(base_url=site.url, headers={"Cookie": cookie}) as browser:
-        for _ in range(6):
-            response = await browser.get(f"/conversations/{conversation.pk}/")
-            assert response.status_code == 200
-            assert f"/ws/conversations/{conversation.pk}/" in response.text
+    page_url = f"{site.url}/conversations/{conversation.pk}/"
+    for _ in range(6):
+        request = urllib.request.Request(page_url, headers={"Cookie": cookie})
+        with await asyncio.to_thread(urllib.request.urlopen, request, timeout=10) as response:
+            assert response.status == 200
+            assert chat_path(conversation) in response.read().decode()
 
     others = [await Conversation.objects.acreate(owner=user) for _ in range(4)]
     for number, other in enumerate(others):
@@ -339,9 +340,22 @@ def test_the_shipped_config_loads_with_its_tls_lines_turned_on(tmp_path: Path) -
         pytest.skip("openssl is missing")
     nginx_binary()
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=chat.example.com", "-keyout", str(tmp_path / "privkey.pem"),
-         "-out", str(tmp_path / "fullchain.pem")],
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=chat.example.com",
+            "-keyout",
+            str(tmp_path / "privkey.pem"),
+            "-out",
+            str(tmp_path / "fullchain.pem"),
+        ],
         check=True,
         capture_output=True,
     )
@@ -365,6 +379,9 @@ def test_the_proxy_outwaits_every_quiet_spell_of_a_socket() -> None:
     ping_interval = inspect.signature(Server).parameters["ping_interval"].default
     # What a socket of a running answer may go without, besides Daphne's pings.
     quiet = max(
-        settings.LLM_TIMEOUT, settings.LLM_IDLE_TIMEOUT, settings.CHAT_APPROVAL_TIMEOUT, ping_interval
+        settings.LLM_TIMEOUT,
+        settings.LLM_IDLE_TIMEOUT,
+        settings.CHAT_APPROVAL_TIMEOUT,
+        ping_interval,
     )
     assert min(timeouts.values()) > quiet
