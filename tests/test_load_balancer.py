@@ -3,8 +3,9 @@ Redis: everything below goes through nginx only.
 
 Pages are spread over the workers; a page reloaded onto another worker follows the answer live
 and misses nothing; Stop over the API socket reaches the answer on another worker; a killed
-worker is skipped. The file is also loaded with its TLS lines turned on, and its timeouts are
-checked against the app's. The worker tests run in `make test`'s PostgreSQL + Redis pass.
+worker is skipped; a client cannot forge the scheme or address nginx forwards. The file is also
+loaded with its TLS lines turned on, and its timeouts are checked against the app's. The worker
+tests run in `make test`'s PostgreSQL + Redis pass; all need nginx (`make test` installs it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -191,9 +195,17 @@ class Site:
 
 
 @pytest.fixture
-def site(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[Site]:
+def worker_settings() -> dict[str, str]:
+    """Settings the workers get besides server_env's; a test parametrizes it to add some."""
+    return {}
+
+
+@pytest.fixture
+def site(
+    fake_openai: FakeOpenAI, tmp_path: Path, worker_settings: dict[str, str]
+) -> Iterator[Site]:
     nginx_binary()
-    with three_workers(server_env(fake_openai), tmp_path) as workers:
+    with three_workers(server_env(fake_openai) | worker_settings, tmp_path) as workers:
         (tmp_path / "nginx").mkdir()
         with nginx(tmp_path / "nginx", [worker.port for worker in workers]) as url:
             yield Site(url, workers)
@@ -349,6 +361,62 @@ async def test_a_killed_worker_is_skipped_for_new_pages_and_sockets(
         await reopened.until(lambda frame: "Still answering" in frame and finished(frame))
     serving = [number for other in others for number in site.worker_of(chat_path(other))]
     assert killed not in serving and len(set(serving)) == 2
+
+
+def log_in(site: Site, username: str, *, forged: dict[str, str]) -> int:
+    """Sign in with a wrong password from the login page, sending the `forged` headers too; the
+    answer's status."""
+    with urllib.request.urlopen(f"{site.url}/login/", timeout=10) as response:
+        cookies = response.headers.get_all("Set-Cookie")
+        form = response.read().decode()
+    [csrf_cookie] = [cookie.split(";")[0] for cookie in cookies if cookie.startswith("csrftoken=")]
+    [csrf_token] = re.findall(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)
+    body = {"username": username, "password": "wrong", "csrfmiddlewaretoken": csrf_token}
+    request = urllib.request.Request(
+        f"{site.url}/login/",
+        data=urllib.parse.urlencode(body).encode(),
+        headers={"Cookie": csrf_cookie, "Origin": site.url, **forged},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+@needs_backends
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "worker_settings",
+    [
+        {
+            # README, "Deploying behind HTTPS", and the client's address behind a proxy.
+            "SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO",
+            "CLIENT_IP_HEADER": "HTTP_X_FORWARDED_FOR",
+            "LOGIN_FAILURE_LIMIT": "2",
+            "LOGIN_COOLOFF_MINUTES": "1",
+            # Failed logins are counted in Redis: under a prefix of this test's own.
+            "REDIS_PREFIX": f"lb-{uuid.uuid4().hex}",
+        }
+    ],
+)
+async def test_a_client_cannot_forge_the_scheme_or_address_nginx_forwards(site: Site) -> None:
+    # Were the forged https believed, the page's http:// Origin would fail the CSRF check (403);
+    # were the forged addresses believed, each would have one failure and no lockout.
+    first = await asyncio.to_thread(
+        log_in,
+        site,
+        "mallory",
+        forged={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.1"},
+    )
+    assert first == 200, "a failed login, shown on the login page"
+    second = await asyncio.to_thread(
+        log_in,
+        site,
+        "trudy",
+        forged={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.2"},
+    )
+    assert second == 429, "both failures counted against the address nginx saw"
 
 
 def test_the_shipped_config_loads_with_its_tls_lines_turned_on(tmp_path: Path) -> None:
