@@ -84,7 +84,7 @@ def site_config(listen: int, workers: list[int]) -> str:
     return text
 
 
-def main_config(directory: Path, site: str) -> Path:
+def main_config(directory: Path, site: str) -> None:
     """An nginx.conf that keeps everything in `directory` and includes `site` in its http block,
     as Debian's /etc/nginx/nginx.conf includes conf.d/*.conf."""
     (directory / "conf.d").mkdir()
@@ -104,7 +104,6 @@ def main_config(directory: Path, site: str) -> Path:
         f"    include {directory / 'conf.d' / '*.conf'};\n"
         "}\n"
     )
-    return main
 
 
 def nginx_command(directory: Path, *arguments: str) -> list[str]:
@@ -185,7 +184,7 @@ class Site:
     url: str
     workers: list[Worker]
 
-    def worker_of(self, path: str) -> list[int]:
+    def workers_holding(self, path: str) -> list[int]:
         """Which workers (by number) hold the sockets opened to `path`, one entry per socket."""
         return [
             number
@@ -263,7 +262,7 @@ async def test_pages_are_spread_over_the_workers_and_each_gets_its_answer(
     # Each page's socket (and so each answer it starts) is on a worker of its own: the one with
     # the fewest open connections. Round robin would count each page's two HTTP requests too, and
     # put all three sockets on one worker.
-    held = [site.worker_of(chat_path(conversation)) for conversation in conversations]
+    held = [site.workers_holding(chat_path(conversation)) for conversation in conversations]
     assert sorted(held) == [[0], [1], [2]]
 
     for page in pages:
@@ -293,8 +292,8 @@ async def test_a_page_reloaded_onto_another_worker_follows_the_answer_and_misses
     await writer.until(lambda frame: "w40" in "".join(appended_text([frame])))
 
     reloaded = await open_page(site, conversation)
-    running, following = site.worker_of(chat_path(conversation))
-    assert running != following, "the reloaded page is on another worker"
+    first, second = site.workers_holding(chat_path(conversation))
+    assert first != second, "the reloaded page is on another worker"
     message = await Message.objects.filter(conversation=conversation).alatest("created_at")
     frames = await reloaded.until(finished)
 
@@ -322,7 +321,7 @@ async def test_stop_over_the_api_socket_reaches_the_answer_on_another_worker(
         additional_headers={"Authorization": f"Bearer {token}"},
     ) as api:
         assert json.loads(await api.recv())["type"] == "ready"
-        assert site.worker_of(path) != site.worker_of(chat_path(conversation))
+        assert site.workers_holding(path) != site.workers_holding(chat_path(conversation))
 
         # The answer runs on the page's worker; the API socket stops it from its own.
         await page.send({"message": "talk forever"})
@@ -347,7 +346,7 @@ async def test_a_killed_worker_is_skipped_for_new_pages_and_sockets(
 ) -> None:
     conversation = await Conversation.objects.acreate(owner=user)
     page = await open_page(site, conversation)
-    [killed] = site.worker_of(chat_path(conversation))
+    [killed] = site.workers_holding(chat_path(conversation))
     site.workers[killed].process.send_signal(signal.SIGKILL)
     with pytest.raises(ConnectionClosed):
         async with asyncio.timeout(5):
@@ -359,7 +358,7 @@ async def test_a_killed_worker_is_skipped_for_new_pages_and_sockets(
         reopened = await open_page(site, other)
         await reopened.send({"message": "are you there?"})
         await reopened.until(lambda frame: "Still answering" in frame and finished(frame))
-    serving = [number for other in others for number in site.worker_of(chat_path(other))]
+    serving = [number for other in others for number in site.workers_holding(chat_path(other))]
     assert killed not in serving and len(set(serving)) == 2
 
 
