@@ -45,6 +45,8 @@ browser:
 		fi; }
 
 # Debian's nginx, for tests/test_load_balancer.py (deploy/nginx.conf in front of three workers).
+# The test runs nginx of its own; the package's service, which systemd starts on port 80, is not
+# needed (`systemctl disable --now nginx`).
 nginx:
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
 		if [ "$$(id -u)" = 0 ]; then \
