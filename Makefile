@@ -18,7 +18,7 @@ LLAMA_SETTINGS = $(if $(LLAMA_CMAKE_ARGS),--config-settings-package "llama-cpp-p
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
-.PHONY: run test test-backends install uv browser lint bench mutate
+.PHONY: run test test-backends install uv browser nginx lint bench mutate
 
 uv:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -44,7 +44,18 @@ browser:
 			echo "Chromium is missing: install Debian's chromium package for the browser test."; \
 		fi; }
 
-test: install browser
+# Debian's nginx, for tests/test_load_balancer.py (deploy/nginx.conf in front of three workers).
+# The test runs nginx of its own; the package's service, which systemd starts on port 80, is not
+# needed (`systemctl disable --now nginx`).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+		else \
+			echo "nginx is missing: install Debian's nginx package for the load balancer test."; \
+		fi; }
+
+test: install browser nginx
 	$(VENV)/python -m pytest
 	$(MAKE) --no-print-directory test-backends
 
