@@ -189,7 +189,8 @@ async def test_a_page_that_reconnects_to_the_other_process_misses_nothing(
     reloaded = await open_page(second, conversation)
     message = await Message.objects.filter(conversation=conversation).alatest("created_at")
     snapshot = reloaded.frames[0]
-    frames = await reloaded.until(finished)
+    # Generous: on a loaded machine the end may come by the follower's re-read (hub.SILENT).
+    frames = await reloaded.until(finished, timeout=30)
 
     shown = "".join(appended_text(frames, message.pk))
     before = shown_text(snapshot, message.pk)
