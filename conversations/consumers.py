@@ -10,7 +10,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import limits, rendering, services
-from .live import approvals, pages, sweeper, turns
+from .live import approvals, drain, pages, sweeper, turns
 from .live.draft import AnswerDraft, SequenceGap
 from .live.events import Event, UsageChanged, event_from_dict
 from .live.hub import conversation_group, hub
@@ -34,6 +34,11 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # The page's copy of each answer it follows, at the last event it has shown.
         self.answers: dict[int, AnswerDraft] = {}
         self.shown_up_to = 0
+        if drain.draining():
+            # Refused at the handshake: the page tries again, and a load balancer sends it to
+            # another server.
+            await self.close()
+            return
         try:
             self.conversation = await services.aconversation_get(
                 user=self.scope["user"],
@@ -94,6 +99,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await pages.conversation_changed(conversation_id=self.conversation.pk)
                 await self.send(text_data=rendering.render_chat_error(""))
                 return
+            if drain.draining():
+                raise services.ChatInputError(drain.REFUSED)
             # A message action (regenerate, retry, continue, edit) replaces part of the list.
             branch = frame.get("action") in turns.ACTIONS
             if branch:

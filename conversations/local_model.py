@@ -92,6 +92,10 @@ def server_command(*, port: int | None = None) -> list[str]:
         settings.LOCAL_LLM_HOST,
         "--port",
         str(port or settings.LOCAL_LLM_PORT),
+        # Its default stops the answer being written whenever another request comes: with
+        # several workers sharing it, one user's message would cut off another's answer.
+        "--interrupt_requests",
+        "False",
     ]
 
 

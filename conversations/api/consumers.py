@@ -9,7 +9,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from .. import limits, services
-from ..live import approvals, sweeper, turns
+from ..live import approvals, drain, sweeper, turns
 from ..live.events import (
     CallArgumentsAppended,
     CallChanged,
@@ -60,6 +60,11 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.sent: dict[int, int] = {}
         # The newest answer the client knows of: later ones come as `message.created`.
         self.known_up_to = 0
+        if drain.draining():
+            # Refused at the handshake: the client connects again, and a load balancer sends it
+            # to another server.
+            await self.close()
+            return
         offered = self.scope.get("subprotocols") or []
         await self.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         auth_error = self.scope.get("api_auth_error", "Send an API token.")
@@ -152,6 +157,8 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """`send`, or a message action (regenerate, retry, continue, edit), which supersedes part
         of the conversation."""
         assert self.conversation is not None
+        if drain.draining():
+            raise CommandError("restarting", drain.REFUSED)
         branch = frame["type"] != "send"
         try:
             if branch:
