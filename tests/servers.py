@@ -34,6 +34,14 @@ def migrate(env: dict[str, str]) -> None:
     )
 
 
+def shared_database_url() -> str:
+    """The test database (PostgreSQL), which the server processes share with the test."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
 def manage_shell(env: dict[str, str], code: str) -> str:
     """Run Python in `manage.py shell` with `env`; the last line it printed."""
     ran = subprocess.run(

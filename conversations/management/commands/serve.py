@@ -117,6 +117,9 @@ class ClosingServer(Server):  # type: ignore[misc]
                 protocol.sendCloseFrame(
                     code=SERVICE_RESTART, reasonUtf8=b"The server is restarting."
                 )
+                # Daphne drops what the application sends to a disconnected socket; sent to a
+                # closing one, it would raise in the consumer.
+                self.protocol_disconnected(protocol)
                 closed += 1
         outcome = await drain.drain_runs(grace=self.grace(), hurry=self.hurry)
         logger.info(
