@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +22,8 @@ from tests.servers import (
     accepts,
     alive,
     consecutive_free_ports,
+    daphne_process,
+    manage_shell,
     migrate,
     serve_workers,
     wait_until,
@@ -90,6 +93,45 @@ def test_the_workers_end_with_their_parent_even_when_it_is_killed(
         served.process.wait()
         wait_until(lambda: not any(alive(pid) for pid in pids), 30, "the workers exit")
     assert not any(accepts(port) for port in served.ports)
+
+
+ORPHAN = """
+from datetime import timedelta
+from django.contrib.auth.models import User
+from django.utils import timezone
+from conversations.models import Conversation, Message
+conversation = Conversation.objects.create(owner=User.objects.create_user("alice"))
+Message.objects.create(conversation=conversation, role="user", content="Hi")
+answer = Message.objects.create(
+    conversation=conversation, role="assistant", status="streaming", content="Half an ans",
+    heartbeat_at=timezone.now() - timedelta(hours=1),
+)
+print(answer.pk)
+"""
+
+
+def test_a_server_sweeps_from_its_start_without_a_request(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """An answer whose process died is ended by a server nobody has sent a request yet."""
+    answer = int(manage_shell(env, ORPHAN))
+    sweeping = env | {
+        "CHAT_SWEEP_INTERVAL": "0.5",
+        "CHAT_CHECKPOINT_INTERVAL": "0.5",
+        "CHAT_HEARTBEAT_INTERVAL": "1",
+        "CHAT_RUN_STALE_AFTER": "2",
+    }
+    database = env["DATABASE_URL"].removeprefix("sqlite:///")
+
+    def status() -> tuple[str, str]:
+        with sqlite3.connect(database) as db:
+            return db.execute(
+                "SELECT status, content FROM conversations_message WHERE id = ?", [answer]
+            ).fetchone()
+
+    with daphne_process(sweeping, serve=True, log=tmp_path / "serve.log"):
+        wait_until(lambda: status()[0] != "streaming", 30, "the answer is swept")
+    assert status() == ("interrupted", "Half an ans")
 
 
 def test_workers_are_refused_a_port_range_holding_the_local_model(env: dict[str, str]) -> None:

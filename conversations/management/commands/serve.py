@@ -52,6 +52,7 @@ class ClosingServer(Server):  # type: ignore[misc]
         self.ports: list[Any] = []
         self.draining: asyncio.Task[None] | None = None
         self.hurry = asyncio.Event()
+        self.closed = 0
 
     @property
     def ws_factory(self) -> Any:
@@ -110,7 +111,27 @@ class ClosingServer(Server):  # type: ignore[misc]
             ),
             return_exceptions=True,
         )
-        closed = 0
+        # Again while draining: a socket still in its handshake now may be accepted after this.
+        closing = asyncio.ensure_future(self.close_sockets_while_draining())
+        try:
+            outcome = await drain.drain_runs(grace=self.grace(), hurry=self.hurry)
+        finally:
+            closing.cancel()
+        logger.info(
+            "%s: drained, %d sockets closed, %d answers finished, %d interrupted.",
+            self.name(),
+            self.closed,
+            outcome.finished,
+            outcome.interrupted,
+        )
+
+    async def close_sockets_while_draining(self) -> None:
+        while True:
+            self.close_sockets()
+            await asyncio.sleep(0.25)
+
+    def close_sockets(self) -> None:
+        """Close every open WebSocket with 1012: its page or client reconnects elsewhere."""
         for protocol in list(self.connections):
             if isinstance(protocol, WebSocketProtocol) and protocol.state == protocol.STATE_OPEN:
                 # sendClose() accepts 1000 and 3000-4999 only; 1012 is a registered code.
@@ -120,15 +141,7 @@ class ClosingServer(Server):  # type: ignore[misc]
                 # Daphne drops what the application sends to a disconnected socket; sent to a
                 # closing one, it would raise in the consumer.
                 self.protocol_disconnected(protocol)
-                closed += 1
-        outcome = await drain.drain_runs(grace=self.grace(), hurry=self.hurry)
-        logger.info(
-            "%s: drained, %d sockets closed, %d answers finished, %d interrupted.",
-            self.name(),
-            closed,
-            outcome.finished,
-            outcome.interrupted,
-        )
+                self.closed += 1
 
 
 class Daphne(CommandLineInterface):  # type: ignore[misc]
