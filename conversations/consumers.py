@@ -99,33 +99,38 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await pages.conversation_changed(conversation_id=self.conversation.pk)
                 await self.send(text_data=rendering.render_chat_error(""))
                 return
-            if drain.draining():
-                raise services.ChatInputError(drain.REFUSED)
-            # A message action (regenerate, retry, continue, edit) replaces part of the list.
-            branch = frame.get("action") in turns.ACTIONS
-            if branch:
-                user_message, assistant_message = await turns.turn_redo(
-                    conversation=self.conversation,
-                    action=frame["action"],
-                    message_id=frame.get("message"),
-                    text=frame.get("text"),
-                )
-            else:
-                user_message, assistant_message = await turns.turn_start(
-                    conversation=self.conversation, text=frame.get("message")
-                )
+            # A draining server starts no new answer; one past this point runs and is drained.
+            with drain.turn_starting():
+                await self.start_turn(frame)
         except (
             services.ChatInputError,
             services.NoSuchConversation,
             limits.LimitReached,
             approvals.NotWaiting,
+            drain.Refused,
         ) as error:
             await self.send(
                 text_data=rendering.render_chat_error(
                     str(error), until_answer_ends=isinstance(error, services.AnswerRunning)
                 )
             )
-            return
+
+    async def start_turn(self, frame: dict[str, Any]) -> None:
+        """A new message, or a message action (regenerate, retry, continue, edit), which
+        replaces part of the list."""
+        assert self.conversation is not None
+        branch = frame.get("action") in turns.ACTIONS
+        if branch:
+            user_message, assistant_message = await turns.turn_redo(
+                conversation=self.conversation,
+                action=frame["action"],
+                message_id=frame.get("message"),
+                text=frame.get("text"),
+            )
+        else:
+            user_message, assistant_message = await turns.turn_start(
+                conversation=self.conversation, text=frame.get("message")
+            )
         # The composer's box is cleared only for a message it sent.
         accepted = (
             rendering.render_chat_error("") if branch else rendering.render_message_accepted()

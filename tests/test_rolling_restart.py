@@ -171,6 +171,8 @@ def server_env(fake_openai: FakeOpenAI) -> dict[str, str]:
         "LLM_MODEL": "fake-model",
         "LLM_MAX_RETRIES": "0",
         "CHAT_DRAIN_GRACE": str(GRACE),
+        # The tests' own processes sweep only when asked; these sweep as production does.
+        "CHAT_SWEEP_INTERVAL": "2",
         "CHAT_GENERATE_TITLES": "0",
         "CHAT_MESSAGES_PER_MINUTE": "0",
         "CHAT_CONCURRENT_ANSWERS": "0",
@@ -237,7 +239,14 @@ async def test_a_rolling_restart_under_load_loses_no_character(
             for client, task in zip(clients, running, strict=True)
             if task in pending
         ]
-        assert not stuck, f"clients still waiting for their answer's end: {stuck}"
+        if stuck:
+            rows = [
+                row
+                async for row in Message.objects.filter(
+                    pk__in=[answer.message_id for _, answers, _ in stuck for answer in answers]
+                ).values("pk", "status", "seq", "heartbeat_at", "created_at", "finished_at")
+            ]
+            pytest.fail(f"clients still waiting for their answer's end: {stuck}; rows: {rows}")
         for task in running:
             task.result()
         after = worker_pids(served.process.pid)

@@ -156,9 +156,15 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def send_turn(self, frame: dict[str, Any]) -> None:
         """`send`, or a message action (regenerate, retry, continue, edit), which supersedes part
         of the conversation."""
+        # A draining server starts no new answer; one past this point runs and is drained.
+        try:
+            with drain.turn_starting():
+                await self.start_turn(frame)
+        except drain.Refused as refused:
+            raise CommandError("restarting", str(refused)) from None
+
+    async def start_turn(self, frame: dict[str, Any]) -> None:
         assert self.conversation is not None
-        if drain.draining():
-            raise CommandError("restarting", drain.REFUSED)
         branch = frame["type"] != "send"
         try:
             if branch:

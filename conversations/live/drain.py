@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,8 @@ from .. import runner
 from .hub import hub
 
 _draining = False
+# Turns between the draining check and their run's start (`turn_starting`).
+_turns_starting = 0
 
 # The error of an answer still running when its process's grace ran out.
 INTERRUPTED_ERROR = "The server restarted while this answer was being written."
@@ -29,6 +31,10 @@ REFUSED = (
 # How long, at most, the final events of the answers are given to reach the followers in other
 # processes before this one exits.
 DELIVERY_WAIT = 2.0
+
+
+class Refused(Exception):
+    """A new answer asked of a draining process."""
 
 
 def draining() -> bool:
@@ -46,6 +52,21 @@ def reset() -> None:
     """Back to serving (tests only: a real process never comes back from draining)."""
     global _draining
     _draining = False
+
+
+@contextlib.contextmanager
+def turn_starting() -> Iterator[None]:
+    """Around storing and starting a new answer: Refused once this process is draining. A drain
+    waits for the turns already inside, so that each one's answer is running before it is
+    drained (else its rows would be stored and no run would end them)."""
+    global _turns_starting
+    if _draining:
+        raise Refused(REFUSED)
+    _turns_starting += 1
+    try:
+        yield
+    finally:
+        _turns_starting -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +93,9 @@ async def drain_runs(*, grace: float, hurry: asyncio.Event | None = None) -> Dra
 
     hurried = asyncio.ensure_future(hurry.wait())
     try:
+        # Polled: a turn ending sets nothing to wait on (and takes a few database calls).
+        while _turns_starting and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
         await settle(running, deadline, hurried)
         interrupted = [run for run in list(runs.values()) if run.task and not run.task.done()]
         for run in interrupted:
