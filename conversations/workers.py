@@ -114,14 +114,10 @@ class Workers:
         host: str,
         ports: Sequence[int],
         out: Callable[[str], None],
-        command: Callable[..., list[str]] = worker_command,
-        is_ready: Callable[[str, int], bool] = ready,
     ) -> None:
         self.host = host
         self.workers = [Worker(number, port) for number, port in enumerate(ports, start=1)]
         self.out = out
-        self.command = command
-        self.is_ready = is_ready
         self.signals: list[int] = []
 
     def say(self, text: str) -> None:
@@ -133,7 +129,7 @@ class Workers:
         # From the main thread only: Linux ends a child with PR_SET_PDEATHSIG when the *thread*
         # that started it ends.
         worker.process = subprocess.Popen(
-            self.command(host=self.host, port=worker.port),
+            worker_command(host=self.host, port=worker.port),
             cwd=settings.BASE_DIR,
             # Its own process group: Ctrl+C in a terminal reaches this process only.
             process_group=0,
@@ -141,17 +137,18 @@ class Workers:
         worker.started_at = time.monotonic()
         worker.restart_at = None
 
-    def start(self) -> None:
-        """Start every worker and wait until each is ready; WorkerError if one is not."""
+    def start(self) -> bool:
+        """Start every worker and wait until each is ready; WorkerError if one is not, False if
+        told to stop meanwhile (the workers then have stopped)."""
         self.watch_signals()
         for worker in self.workers:
             self.spawn(worker)
         waiting = list(self.workers)
         deadline = time.monotonic() + READY_TIMEOUT
         while waiting:
-            if self.signals:
+            if self.stopping():
                 self.stop()
-                raise WorkerError("Stopped while the workers were starting.")
+                return False
             for worker in list(waiting):
                 assert worker.process is not None
                 if worker.process.poll() is not None:
@@ -161,7 +158,7 @@ class Workers:
                         f"({exit_description(worker.process.returncode)}); is port "
                         f"{worker.port} free? Its output is above."
                     )
-                if self.is_ready(self.host, worker.port):
+                if ready(self.host, worker.port):
                     waiting.remove(worker)
             if waiting and time.monotonic() > deadline:
                 self.stop()
@@ -170,6 +167,9 @@ class Workers:
             time.sleep(TICK)
         for worker in self.workers:
             self.say(f"{worker.name.capitalize()} is serving.")
+        # A restart asked for while they started has nothing to do.
+        self.signals.clear()
+        return True
 
     # Running.
 
@@ -262,7 +262,7 @@ class Workers:
         self.spawn(worker)
         worker.failures = 0
         started = self.wait(
-            lambda: not worker.running() or self.is_ready(self.host, worker.port), READY_TIMEOUT
+            lambda: not worker.running() or ready(self.host, worker.port), READY_TIMEOUT
         )
         if not started or not worker.running():
             if not self.stopping():

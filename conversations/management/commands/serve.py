@@ -224,7 +224,8 @@ class Command(BaseCommand):
             )
         pool = workers.Workers(host=host, ports=ports, out=self.stdout.write)
         try:
-            pool.start()
+            if not pool.start():
+                return
         except workers.WorkerError as error:
             raise CommandError(str(error)) from None
         self.stdout.write(
