@@ -337,6 +337,9 @@ CHAT_CHECKPOINT_INTERVAL = float(os.environ.get("CHAT_CHECKPOINT_INTERVAL", "1.0
 CHAT_HEARTBEAT_INTERVAL = float(os.environ.get("CHAT_HEARTBEAT_INTERVAL", "10"))
 CHAT_RUN_STALE_AFTER = float(os.environ.get("CHAT_RUN_STALE_AFTER", "30"))
 CHAT_SWEEP_INTERVAL = float(os.environ.get("CHAT_SWEEP_INTERVAL", "2"))
+# A serving process told to stop (SIGTERM) lets its running answers finish for this many seconds;
+# those still running then end `interrupted`, their text saved.
+CHAT_DRAIN_GRACE = env_float("CHAT_DRAIN_GRACE", 30)
 # After a conversation's first answer its model is asked for a short title (one more call).
 CHAT_GENERATE_TITLES = env_bool("CHAT_GENERATE_TITLES", True)
 # How long a call of a tool that asks first (rename_conversation, delete_conversation) waits for

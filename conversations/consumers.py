@@ -10,7 +10,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import limits, metrics, rendering, services
-from .live import approvals, pages, sweeper, turns
+from .live import approvals, drain, pages, sweeper, turns
 from .live.draft import AnswerDraft, SequenceGap
 from .live.events import Event, UsageChanged, event_from_dict
 from .live.hub import conversation_group, hub
@@ -35,6 +35,11 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # The page's copy of each answer it follows, at the last event it has shown.
         self.answers: dict[int, AnswerDraft] = {}
         self.shown_up_to = 0
+        if drain.draining():
+            # Refused at the handshake: the page tries again, and a load balancer sends it to
+            # another server.
+            await self.close()
+            return
         try:
             self.conversation = await services.aconversation_get(
                 user=self.scope["user"],
@@ -96,31 +101,38 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await pages.conversation_changed(conversation_id=self.conversation.pk)
                 await self.send(text_data=rendering.render_chat_error(""))
                 return
-            # A message action (regenerate, retry, continue, edit) replaces part of the list.
-            branch = frame.get("action") in turns.ACTIONS
-            if branch:
-                user_message, assistant_message = await turns.turn_redo(
-                    conversation=self.conversation,
-                    action=frame["action"],
-                    message_id=frame.get("message"),
-                    text=frame.get("text"),
-                )
-            else:
-                user_message, assistant_message = await turns.turn_start(
-                    conversation=self.conversation, text=frame.get("message")
-                )
+            # A draining server starts no new answer; one past this point runs and is drained.
+            with drain.turn_starting():
+                await self.start_turn(frame)
         except (
             services.ChatInputError,
             services.NoSuchConversation,
             limits.LimitReached,
             approvals.NotWaiting,
+            drain.Refused,
         ) as error:
             await self.send(
                 text_data=rendering.render_chat_error(
                     str(error), until_answer_ends=isinstance(error, services.AnswerRunning)
                 )
             )
-            return
+
+    async def start_turn(self, frame: dict[str, Any]) -> None:
+        """A new message, or a message action (regenerate, retry, continue, edit), which
+        replaces part of the list."""
+        assert self.conversation is not None
+        branch = frame.get("action") in turns.ACTIONS
+        if branch:
+            user_message, assistant_message = await turns.turn_redo(
+                conversation=self.conversation,
+                action=frame["action"],
+                message_id=frame.get("message"),
+                text=frame.get("text"),
+            )
+        else:
+            user_message, assistant_message = await turns.turn_start(
+                conversation=self.conversation, text=frame.get("message")
+            )
         # The composer's box is cleared only for a message it sent.
         accepted = (
             rendering.render_chat_error("") if branch else rendering.render_message_accepted()

@@ -92,6 +92,10 @@ def server_command(*, port: int | None = None) -> list[str]:
         settings.LOCAL_LLM_HOST,
         "--port",
         str(port or settings.LOCAL_LLM_PORT),
+        # Its default stops the answer being written whenever another request comes: with
+        # several workers sharing it, one user's message would cut off another's answer.
+        "--interrupt_requests",
+        "False",
     ]
 
 
@@ -176,6 +180,9 @@ def start_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=server_environment(),
+            # Its own process group: Ctrl+C in a terminal reaches `serve` only, whose answers
+            # still need the model while they drain; `serve` stops it once they have.
+            process_group=0,
         )
     url = f"http://{settings.LOCAL_LLM_HOST}:{port}/v1/models"
     deadline = time.monotonic() + timeout

@@ -80,9 +80,13 @@ async def wait_for_local_runs() -> None:
     tests and shutdown)."""
     while tasks := [run.task for run in hub().runs.values() if run.task and not run.task.done()]:
         await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*title_tasks(), return_exceptions=True)
+
+
+def title_tasks() -> set[asyncio.Task[None]]:
+    """The titles being written on this event loop."""
     loop = asyncio.get_running_loop()
-    titling = [task for task in _title_tasks if task.get_loop() is loop]
-    await asyncio.gather(*titling, return_exceptions=True)
+    return {task for task in _title_tasks if task.get_loop() is loop and not task.done()}
 
 
 def title_soon(message: Message) -> None:
@@ -226,7 +230,11 @@ async def run_generation(message: Message, run: RunStream) -> None:
     except local_model.LocalModelUnavailable as unavailable:
         status, error = Message.Status.FAILED, str(unavailable)
     except asyncio.CancelledError:
-        status, error = Message.Status.CANCELLED, ""
+        # Stopped by someone, or interrupted by this process shutting down (live.drain).
+        if run.interrupted:
+            status, error = Message.Status.INTERRUPTED, run.interrupted
+        else:
+            status, error = Message.Status.CANCELLED, ""
     except Exception:
         logger.exception("generation %s failed", message.pk)
         status, error = Message.Status.FAILED, "An internal error stopped this answer."

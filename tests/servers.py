@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +32,28 @@ def migrate(env: dict[str, str]) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def shared_database_url() -> str:
+    """The test database (PostgreSQL), which the server processes share with the test."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def manage_shell(env: dict[str, str], code: str) -> str:
+    """Run Python in `manage.py shell` with `env`; the last line it printed."""
+    ran = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    # The last line: django-axes announces itself on the first.
+    return ran.stdout.splitlines()[-1]
 
 
 @contextlib.contextmanager
@@ -142,3 +166,121 @@ def cuttable_proxy(target: str) -> Iterator[CuttableProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+def consecutive_free_ports(count: int) -> int:
+    """The first of `count` consecutive ports nothing listens on."""
+    for _ in range(50):
+        first = free_port()
+        if first + count > 65535:
+            continue
+        try:
+            with contextlib.ExitStack() as probes:
+                for port in range(first, first + count):
+                    probe = probes.enter_context(socket.socket())
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts connections on the port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def children(pid: int) -> list[int]:
+    """The process ids of a process's children (Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def worker_pids(parent: int) -> dict[int, int]:
+    """The workers of a `manage.py serve --workers N` by port: port -> pid."""
+    found = {}
+    for pid in children(parent):
+        try:
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--worker-of" in arguments and alive(pid):
+            found[int(arguments[arguments.index(b"--port") + 1])] = pid
+    return found
+
+
+@dataclass
+class Workers:
+    """A running `manage.py serve --workers N`: its process, its workers' ports and its log."""
+
+    process: subprocess.Popen[bytes]
+    ports: list[int]
+    log: Path
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} within {timeout:g} s"
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serve_workers(env: dict[str, str], *, workers: int, log: Path) -> Iterator[Workers]:
+    """`manage.py serve --workers N` with `env` added to the environment, once every worker
+    accepts connections; SIGTERM (drain and stop) at the end, SIGKILL if it does not exit."""
+    first = consecutive_free_ports(workers)
+    ports = list(range(first, first + workers))
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--workers", str(workers), "--port", str(first)],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        served = Workers(process, ports, log)
+        pids: list[int] = []
+        try:
+            wait_until(
+                lambda: process.poll() is not None or all(accepts(port) for port in ports),
+                90,
+                "the workers accept connections",
+            )
+            assert process.poll() is None, f"exited ({process.returncode}):\n{served.output()}"
+            yield served
+        finally:
+            pids = list(worker_pids(process.pid).values())
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=90)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            for pid in pids:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)

@@ -9,7 +9,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from .. import limits, metrics, services
-from ..live import approvals, sweeper, turns
+from ..live import approvals, drain, sweeper, turns
 from ..live.events import (
     CallArgumentsAppended,
     CallChanged,
@@ -61,6 +61,11 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.sent: dict[int, int] = {}
         # The newest answer the client knows of: later ones come as `message.created`.
         self.known_up_to = 0
+        if drain.draining():
+            # Refused at the handshake: the client connects again, and a load balancer sends it
+            # to another server.
+            await self.close()
+            return
         offered = self.scope.get("subprotocols") or []
         await self.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         auth_error = self.scope.get("api_auth_error", "Send an API token.")
@@ -153,6 +158,14 @@ class ApiConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def send_turn(self, frame: dict[str, Any]) -> None:
         """`send`, or a message action (regenerate, retry, continue, edit), which supersedes part
         of the conversation."""
+        # A draining server starts no new answer; one past this point runs and is drained.
+        try:
+            with drain.turn_starting():
+                await self.start_turn(frame)
+        except drain.Refused as refused:
+            raise CommandError("restarting", str(refused)) from None
+
+    async def start_turn(self, frame: dict[str, Any]) -> None:
         assert self.conversation is not None
         branch = frame["type"] != "send"
         try:

@@ -124,6 +124,8 @@ class RunStream:
         self.task: asyncio.Task[Any] | None = None
         # Set when the run writes its final state; Stop then has nothing left to stop.
         self.ending = False
+        # Why the run was cut short without a Stop (its process is shutting down), if it was.
+        self.interrupted = ""
         self._events: list[Event] = []
         self._first_seq = 1
         self._local: dict[Subscriber, int] = {}
@@ -166,6 +168,19 @@ class RunStream:
     def cancel(self) -> None:
         if self.task is not None and not self.ending:
             self.task.cancel()
+
+    def interrupt(self, reason: str) -> None:
+        """End the run as `interrupted`, with `reason` as its error; its text so far is kept."""
+        if self.task is not None and not self.ending:
+            self.interrupted = reason
+            self.task.cancel()
+
+    def delivered(self) -> bool:
+        """Whether every subscriber has been sent every event published so far."""
+        last = self._first_seq + len(self._events) - 1
+        return all(seq >= last for seq in self._local.values()) and all(
+            position >= last for position, _ in self._remote.values()
+        )
 
     # streaming.loop.Approver: the tool loop waits here for a decision on a call.
 
