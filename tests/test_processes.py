@@ -10,7 +10,6 @@ These need a real database and Redis, so they run in `make test`'s PostgreSQL + 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import time
@@ -20,7 +19,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from websockets.asyncio.client import ClientConnection, connect
@@ -29,7 +27,8 @@ from conversations.models import Conversation, Message, ToolCall
 from tests.chat import answer_id, appended_text, finished, shown_text
 from tests.conftest import session_cookie
 from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
-from tests.servers import daphne, daphne_process
+from tests.servers import daphne, daphne_process, shared_database_url
+from tests.workers import Page, shared_server_env
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -40,55 +39,14 @@ pytestmark = [
 ]
 
 
-def database_url() -> str:
-    """The test database, which the server processes share with the test."""
-    db = connection.settings_dict
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-def server_env(fake_openai: FakeOpenAI) -> dict[str, str]:
-    return {
-        # The test's own, which signed the session cookies the pages send.
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": os.environ["REDIS_URL"],
-        "REDIS_PREFIX": settings.REDIS_PREFIX,
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "LLM_MODEL": "fake-model",
-        "LLM_MAX_RETRIES": "0",
-        # The tests' own processes sweep only when asked; these sweep as production does.
-        "CHAT_SWEEP_INTERVAL": "2",
-    }
-
-
 @pytest.fixture
 def two_processes(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    env = server_env(fake_openai)
+    env = shared_server_env(fake_openai)
     with (
         daphne(env, log=tmp_path / "first.log") as first,
         daphne(env, log=tmp_path / "second.log") as second,
     ):
         yield first, second
-
-
-class Page:
-    """A chat socket opened as the page opens it, reading frames as htmx would get them."""
-
-    def __init__(self, socket: ClientConnection) -> None:
-        self.socket = socket
-        self.frames: list[str] = []
-
-    async def until(self, predicate: Any, timeout: float = 10) -> list[str]:
-        start = len(self.frames)
-        async with asyncio.timeout(timeout):
-            while True:
-                self.frames.append(str(await self.socket.recv()))
-                if predicate(self.frames[-1]):
-                    return self.frames[start:]
-
-    async def send(self, frame: dict[str, str]) -> None:
-        await self.socket.send(json.dumps(frame))
 
 
 @pytest.fixture
@@ -214,7 +172,7 @@ async def test_an_idle_socket_stays_open_on_redis(
 async def test_an_answer_whose_process_is_killed_shows_interrupted_on_the_other_process(
     fake_openai: FakeOpenAI, user: User, open_page: Any, tmp_path: Path
 ) -> None:
-    env = server_env(fake_openai)
+    env = shared_server_env(fake_openai)
     fake_openai.queue(sse(text_stream(" ".join(["word"] * 2000)), delay=0.05))
     fake_openai.queue(sse(text_stream("Still here.")))
     conversation = await Conversation.objects.acreate(owner=user)
@@ -264,7 +222,9 @@ async def test_an_answer_and_its_socket_outlive_the_database_closing_their_conne
     fake_openai: FakeOpenAI, user: User, open_page: Any, tmp_path: Path
 ) -> None:
     # Named, so that only the server's connections are closed, not the test's own.
-    env = server_env(fake_openai) | {"DATABASE_URL": f"{database_url()}?application_name=served"}
+    env = shared_server_env(fake_openai) | {
+        "DATABASE_URL": f"{shared_database_url()}?application_name=served"
+    }
     words = " ".join(f"w{number}" for number in range(60))
     fake_openai.queue(sse(text_stream(words), delay=0.05))
     fake_openai.queue(sse(text_stream("Second answer.")))
