@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -169,11 +170,15 @@ def cuttable_proxy(target: str) -> Iterator[CuttableProxy]:
 
 
 def consecutive_free_ports(count: int) -> int:
-    """The first of `count` consecutive ports nothing listens on."""
-    for _ in range(50):
-        first = free_port()
-        if first + count > 65535:
-            continue
+    """The first of `count` consecutive ports nothing listens on, below the ephemeral range (an
+    outgoing connection of any process on the machine may take a port in it before a server
+    started on it binds)."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except OSError:
+        ephemeral = 32768
+    for _ in range(200):
+        first = random.randrange(10000, ephemeral - count)
         try:
             with contextlib.ExitStack() as probes:
                 for port in range(first, first + count):
