@@ -86,6 +86,7 @@ def nginx_command(directory: Path, *arguments: str) -> list[str]:
 def nginx(directory: Path, workers: list[int]) -> Iterator[str]:
     """nginx serving deploy/nginx.conf in front of `workers`; its base URL."""
     port = free_port()
+    directory.mkdir(exist_ok=True)
     main_config(directory, site_config(port, workers))
     checked = subprocess.run(nginx_command(directory, "-t"), capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr

@@ -1,7 +1,8 @@
-"""A rolling restart under load loses nothing: `serve --workers 3`, 100 API clients with answers
-streaming, SIGHUP to the parent restarts every worker one after another; a client whose socket
-closes (1012) reconnects to another worker and resumes. Every character a client was sent is in
-the database, and no answer is left streaming.
+"""A rolling restart under load loses nothing: `serve --workers 3` behind nginx (the shipped
+deploy/nginx.conf), 100 API clients with answers streaming through it, SIGHUP to the parent
+restarts every worker one after another; a client whose socket closes (1012) reconnects through
+nginx, which sends it to another worker, and resumes. Every character a client was sent is in the
+database, and no answer is left streaming.
 
 Needs PostgreSQL and Redis (the workers share them), so it runs in `make test`'s second pass.
 """
@@ -25,10 +26,12 @@ from django.contrib.auth.models import User
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from conversations import services
 from conversations.api.tokens import token_create
 from conversations.live import drain
 from conversations.models import Conversation, Message
 from tests.fake_openai import FakeOpenAI, sse, text_stream
+from tests.nginx import nginx
 from tests.servers import serve_workers, shared_database_url, wait_until, worker_pids
 
 pytestmark = [
@@ -64,22 +67,19 @@ class Client:
     number: int
     conversation_id: int
     token: str
-    ports: list[int]
+    # The load balancer's WebSocket address.
+    base: str
     answers: list[Answer] = field(default_factory=list)
     closes: list[int] = field(default_factory=list)
     refusals: int = 0
     socket: ClientConnection | None = None
-
-    @property
-    def port(self) -> int:
-        return self.ports[(self.number + len(self.closes) + self.refusals) % len(self.ports)]
 
     async def connect(self) -> dict[str, Any]:
         """Connect to a worker that takes the socket; its `ready` event."""
         while True:
             try:
                 self.socket = await connect(
-                    f"ws://127.0.0.1:{self.port}/ws/api/conversations/{self.conversation_id}/",
+                    f"{self.base}/ws/api/conversations/{self.conversation_id}/",
                     subprotocols=["chat.v1"],  # type: ignore[list-item]
                     additional_headers={"Authorization": f"Bearer {self.token}"},
                     open_timeout=10,
@@ -88,8 +88,7 @@ class Client:
                 assert ready["type"] == "ready", ready
                 return ready
             except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError):
-                # Refused: the worker is draining or not started yet. A load balancer would
-                # try the next one.
+                # Refused (nginx found no worker taking sockets for a moment): try again.
                 self.refusals += 1
                 await asyncio.sleep(0.05)
 
@@ -170,7 +169,9 @@ def server_env(fake_openai: FakeOpenAI) -> dict[str, str]:
         "OPENAI_BASE_URL": fake_openai.base_url,
         "OPENAI_API_KEY": "test-key",
         "LLM_MODEL": "fake-model",
-        "LLM_MAX_RETRIES": "0",
+        # As in production: the loopback model server, under 100 streams at once, now and then
+        # refuses a connection, which a retry gets through.
+        "LLM_MAX_RETRIES": "2",
         "CHAT_DRAIN_GRACE": str(GRACE),
         # The tests' own processes sweep only when asked; these sweep as production does.
         "CHAT_SWEEP_INTERVAL": "2",
@@ -182,12 +183,12 @@ def server_env(fake_openai: FakeOpenAI) -> dict[str, str]:
 
 
 @sync_to_async
-def clients_of(user: User, ports: list[int]) -> list[Client]:
+def clients_of(user: User, base: str) -> list[Client]:
     clients = []
     for number in range(CLIENTS):
         conversation = Conversation.objects.create(owner=user)
         _, token = token_create(user=user, name=f"client {number}")
-        clients.append(Client(number, conversation.pk, token, ports))
+        clients.append(Client(number, conversation.pk, token, base))
     return clients
 
 
@@ -214,11 +215,14 @@ def roll_steps(log: str) -> list[str]:
 async def test_a_rolling_restart_under_load_loses_no_character(
     fake_openai: FakeOpenAI, user: User, tmp_path: Path
 ) -> None:
-    for _ in range(CLIENTS * 8):
+    for _ in range(CLIENTS * 12):
         fake_openai.queue(sse(text_stream(WORDS), delay=DELAY))
     env, log = server_env(fake_openai), tmp_path / "serve.log"
-    with serve_workers(env, workers=WORKERS, log=log) as served:
-        clients = await clients_of(user, served.ports)
+    with (
+        serve_workers(env, workers=WORKERS, log=log) as served,
+        nginx(tmp_path / "nginx", served.ports) as url,
+    ):
+        clients = await clients_of(user, "ws" + url.removeprefix("http"))
         before = worker_pids(served.process.pid)
         stop = asyncio.Event()
         running = [asyncio.create_task(client.run(stop)) for client in clients]
@@ -285,7 +289,8 @@ async def test_a_rolling_restart_under_load_loses_no_character(
         f"{len(answers) - statuses.count('complete') - statuses.count('interrupted')} other\n"
         f"upstream streams requested: {len(fake_openai.requests)}; complete answers whole: "
         f"{sum(stored[a.message_id].content == WORDS for a in complete)}/{len(complete)}; "
-        f"interrupted answers kept {sum(len(m.content) for m in interrupted)} characters\n"
+        f"interrupted answers kept {sum(len(m.content) for m in interrupted)} characters; "
+        f"ended by a sweeper: {sum(m.error == services.INTERRUPTED_ERROR for m in interrupted)}\n"
         f"characters the clients were sent: {sum(len(a.text) for a in answers)}, "
         f"lost: {lost}; answers whose client text differs from the row: {seen_differs}\n"
         f"socket closes: {len(closes)} ({closes.count(1012)} with 1012), "
@@ -295,9 +300,18 @@ async def test_a_rolling_restart_under_load_loses_no_character(
     assert lost == 0
     assert streaming == 0
     assert len(stored) == len(answers), "every answer stored was followed by its client"
-    assert set(statuses) <= {"complete", "interrupted"}
+    assert set(statuses) <= {"complete", "interrupted"}, [
+        (stored[a.message_id].status, stored[a.message_id].error) for a in answers
+    ]
     assert all(stored[answer.message_id].content == WORDS for answer in complete)
     assert all(WORDS.startswith(message.content) for message in interrupted)
-    assert {message.error for message in interrupted} <= {drain.INTERRUPTED_ERROR}
+    # Ended by its worker's drain; now and then one the worker stored as its grace ran out, and
+    # so never ran, is ended by a sweeper once it is stale, its text (none) kept just the same.
+    assert {message.error for message in interrupted} <= {
+        drain.INTERRUPTED_ERROR,
+        services.INTERRUPTED_ERROR,
+    }
     assert seen_differs == 0, "each client ends with the answer as saved"
     assert closes.count(1012) >= 1
+    # nginx always found a worker that took the socket: none was turned away.
+    assert sum(client.refusals for client in clients) == 0
