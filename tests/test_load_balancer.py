@@ -182,6 +182,15 @@ async def test_pages_are_spread_over_the_workers_and_each_gets_its_answer(
     }
     assert answers == {f"Answer number {number}." for number in range(3)}
 
+    # A worker's readiness and metrics are read on its own port, not through nginx.
+    for path in ("/readyz", "/metrics"):
+        with pytest.raises(urllib.error.HTTPError) as hidden:
+            await asyncio.to_thread(fetch, site.url + path)
+        assert hidden.value.code == 404
+    assert json.loads(await asyncio.to_thread(fetch, site.url + "/healthz")) == {"status": "ok"}
+    worker = f"http://127.0.0.1:{site.workers[0].port}/readyz"
+    assert json.loads(await asyncio.to_thread(fetch, worker))["status"] == "ok"
+
 
 @needs_backends
 @pytest.mark.django_db(transaction=True)
