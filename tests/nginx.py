@@ -5,15 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT, accepts, free_port, wait_until
 
 SHIPPED = ROOT / "deploy" / "nginx.conf"
 # The ports deploy/nginx.conf names: where nginx listens, and the workers'.
@@ -96,15 +94,8 @@ def nginx(directory: Path, workers: list[int]) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, (directory / "error.log").read_text()
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
+        wait_until(lambda: server.poll() is not None or accepts(port), 10, "nginx started")
+        assert server.poll() is None, (directory / "error.log").read_text()
         yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()

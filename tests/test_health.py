@@ -19,7 +19,7 @@ from django.test import Client
 
 from chatsite.asgi import application
 from conversations.live import drain
-from tests.servers import daphne, free_port
+from tests.servers import accepts, daphne, free_port, wait_until
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -95,14 +95,7 @@ def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         stdout=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+        wait_until(lambda: accepts(port), 10, "redis-server started")
         yield f"redis://127.0.0.1:{port}/0", server
     finally:
         server.send_signal(signal.SIGCONT)

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.contrib.auth.models import User
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -32,7 +31,8 @@ from conversations.live import drain
 from conversations.models import Conversation, Message
 from tests.fake_openai import FakeOpenAI, sse, text_stream
 from tests.nginx import nginx
-from tests.servers import serve_workers, shared_database_url, wait_until, worker_pids
+from tests.servers import serve_workers, wait_until, worker_pids
+from tests.workers import shared_server_env
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -161,20 +161,11 @@ class Client:
 
 
 def server_env(fake_openai: FakeOpenAI) -> dict[str, str]:
-    return {
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": shared_database_url(),
-        "REDIS_URL": os.environ["REDIS_URL"],
-        "REDIS_PREFIX": settings.REDIS_PREFIX,
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "LLM_MODEL": "fake-model",
+    return shared_server_env(fake_openai) | {
         # As in production: the loopback model server, under 100 streams at once, now and then
         # refuses a connection, which a retry gets through.
         "LLM_MAX_RETRIES": "2",
         "CHAT_DRAIN_GRACE": str(GRACE),
-        # The tests' own processes sweep only when asked; these sweep as production does.
-        "CHAT_SWEEP_INTERVAL": "2",
         "CHAT_GENERATE_TITLES": "0",
         "CHAT_MESSAGES_PER_MINUTE": "0",
         "CHAT_CONCURRENT_ANSWERS": "0",
