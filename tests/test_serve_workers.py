@@ -67,7 +67,7 @@ def test_workers_serve_on_consecutive_ports_and_one_killed_is_started_again(
                     worker_pids(served.process.pid).get(served.ports[1], killed) != killed
                     and accepts(served.ports[1])
                 ),
-                60,
+                120,
                 "the killed worker is started again and serves",
             )
         except AssertionError as late:
