@@ -12,8 +12,8 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from conversations.api.routing import api_websocket_urlpatterns  # noqa: E402
-from conversations.live.sweeper import SweeperMiddleware  # noqa: E402
 from conversations.routing import websocket_application, websocket_urlpatterns  # noqa: E402
+from conversations.sweeper import SweeperMiddleware  # noqa: E402
 
 # The sweeper ends answers whose process died; it starts with the first request or socket.
 application = SweeperMiddleware(

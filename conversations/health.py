@@ -23,7 +23,7 @@ from django.db import connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .live import drain
+from . import drain
 
 logger = logging.getLogger(__name__)
 

@@ -8,19 +8,13 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
+from .refusals import RateLimited
+
 WINDOW = 60
 
 
-class LimitReached(Exception):
-    """Too much at once; `retry_after` is the seconds until the user may try again (or None)."""
-
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 def message_rate_take(*, user_id: int, now: float | None = None) -> None:
-    """Count one message against the user's limit; raise LimitReached past it.
+    """Count one message against the user's limit; raise RateLimited past it.
 
     At most CHAT_MESSAGES_PER_MINUTE messages in the minute that starts with a user's first
     message (and then again after it). The count is a cache key created with `add` and raised
@@ -43,7 +37,7 @@ def message_rate_take(*, user_id: int, now: float | None = None) -> None:
     if count > limit:
         started = cache.get(f"{key}:started", now)
         retry_after = max(1, math.ceil(started + WINDOW - now))
-        raise LimitReached(
+        raise RateLimited(
             f"You have sent {limit} messages in the last minute, the most allowed: "
             f"try again in {retry_after} s.",
             retry_after=retry_after,

@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from enum import StrEnum
@@ -421,3 +422,15 @@ def supervisor() -> Supervisor | None:
 def set_supervisor(value: Supervisor | None) -> None:
     global _supervisor
     _supervisor = value
+
+
+# The local model answers one request at a time; asyncio.Lock hands it out first come, first served.
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def local_model_lock() -> asyncio.Lock:
+    """The turn at the local model on this event loop (answers and titles), first come, first
+    served."""
+    return _slots.setdefault(asyncio.get_running_loop(), asyncio.Lock())

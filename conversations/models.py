@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Exists, OuterRef, Subquery
 from django.urls import reverse
 
-from .live.draft import group_by_step, split_parts
+from .live.parts import group_by_step, split_parts
 
 
 class ConversationQuerySet(models.QuerySet["Conversation"]):

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -43,20 +42,6 @@ logger = logging.getLogger(__name__)
 # Tries to save an answer's end before giving up (the rows then say it was interrupted).
 FINAL_SAVE_RETRIES = (0.5, 1.0, 2.0)
 
-# The local model answers one request at a time; asyncio.Lock hands it out first come, first served.
-_local_model_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-# Titles being written after a first answer: kept here so that they are not collected.
-_title_tasks: set[asyncio.Task[None]] = set()
-
-
-def local_model_lock() -> asyncio.Lock:
-    """The turn at the local model on this event loop, first come, first served."""
-    return _local_model_slots.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-
 
 async def start_generation(message: Message) -> RunStream:
     """Run the answer for `message` as its own task on this event loop.
@@ -80,26 +65,7 @@ async def wait_for_local_runs() -> None:
     tests and shutdown)."""
     while tasks := [run.task for run in hub().runs.values() if run.task and not run.task.done()]:
         await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.gather(*title_tasks(), return_exceptions=True)
-
-
-def title_tasks() -> set[asyncio.Task[None]]:
-    """The titles being written on this event loop."""
-    loop = asyncio.get_running_loop()
-    return {task for task in _title_tasks if task.get_loop() is loop and not task.done()}
-
-
-def title_soon(message: Message) -> None:
-    """Have the model title the conversation after its first answer, in a task of its own: the
-    answer has been saved and shown; the title follows when it comes."""
-    task = asyncio.create_task(
-        titles.title_generate(
-            answer_id=message.pk, model=message.model, api_style=message.api_style
-        ),
-        name=f"title-{message.conversation_id}",
-    )
-    _title_tasks.add(task)
-    task.add_done_callback(_title_tasks.discard)
+    await asyncio.gather(*titles.title_tasks(), return_exceptions=True)
 
 
 class Checkpoint:
@@ -190,7 +156,7 @@ async def model_slot(configured: llm.Endpoint, draft: AnswerDraft) -> AsyncItera
     if not configured.local:
         yield 0
         return
-    lock = local_model_lock()
+    lock = local_model.local_model_lock()
     supervisor = local_model.supervisor()
     queued = lock.locked() or (
         supervisor is not None and supervisor.state == local_model.ServerState.RESTARTING
@@ -230,7 +196,7 @@ async def run_generation(message: Message, run: RunStream) -> None:
     except local_model.LocalModelUnavailable as unavailable:
         status, error = Message.Status.FAILED, str(unavailable)
     except asyncio.CancelledError:
-        # Stopped by someone, or interrupted by this process shutting down (live.drain).
+        # Stopped by someone, or interrupted by this process shutting down (drain).
         if run.interrupted:
             status, error = Message.Status.INTERRUPTED, run.interrupted
         else:
@@ -249,7 +215,7 @@ async def run_generation(message: Message, run: RunStream) -> None:
         await checkpoint.save_end()
         run.finish(events)
         if status == Message.Status.COMPLETE and settings.CHAT_GENERATE_TITLES:
-            title_soon(message)
+            titles.title_soon(message)
 
 
 LOCAL_MODEL_HINT = (

@@ -16,9 +16,10 @@ from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .limits import LimitReached, message_rate_take
+from .limits import message_rate_take
 from .live.draft import CALL_FIELDS, AnswerDraft, answer_state
 from .models import Conversation, Message, ToolCall
+from .refusals import Busy, InvalidInput, NotFound, RateLimited, Unavailable
 from .streaming.events import ToolCallReady
 from .streaming.loop import TRUNCATED, assistant_tool_calls_message, tool_output_message
 
@@ -42,14 +43,6 @@ def database_async[**P, R](function: Callable[P, R]) -> Callable[P, Coroutine[An
     typed). Consumers and runs live for minutes; Django closes stale connections only around
     requests."""
     return cast(Callable[P, Coroutine[Any, Any, R]], database_sync_to_async(function))
-
-
-class ChatInputError(Exception):
-    """Input the user can fix; the message is shown to them as is."""
-
-
-class AnswerRunning(ChatInputError):
-    """The conversation's answer is still being written: wait for it or stop it."""
 
 
 class SignupClosed(Exception):
@@ -108,7 +101,7 @@ def conversation_create(
     reuse_empty: bool = False,
 ) -> Conversation:
     """A new conversation; a `model` or `api_style` given is checked as conversation_configure
-    checks it (ChatInputError, and nothing is created), else the configured ones are used.
+    checks it (InvalidInput, and nothing is created), else the configured ones are used.
 
     With `reuse_empty` the owner's newest conversation without messages is returned instead,
     if there is one, so pressing New conversation again does not leave empty ones behind. Two
@@ -221,11 +214,11 @@ def snippet(text: str, query: str, radius: int = SNIPPET_RADIUS) -> tuple[str, s
 def check_choice(
     *, model: str | None, api_style: str | None, models: Collection[str], styles: Collection[str]
 ) -> None:
-    """ChatInputError unless the model and API style chosen (None: not chosen) are on offer."""
+    """InvalidInput unless the model and API style chosen (None: not chosen) are on offer."""
     if model is not None and model not in models:
-        raise ChatInputError(f"{model!r} is not one of the models on offer.")
+        raise InvalidInput(f"{model!r} is not one of the models on offer.")
     if api_style is not None and api_style not in styles:
-        raise ChatInputError(f"{api_style!r} is not an API style this model server speaks.")
+        raise InvalidInput(f"{api_style!r} is not an API style this model server speaks.")
 
 
 def conversation_configure(*, conversation: Conversation, model: str, api_style: str) -> None:
@@ -255,7 +248,10 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
 
 
-class NoSuchConversation(Exception):
+aconversation_delete = database_async(conversation_delete)
+
+
+class NoSuchConversation(NotFound):
     """The user has no conversation by that id (someone else's counts as none)."""
 
     def __init__(self, conversation_id: int) -> None:
@@ -263,15 +259,15 @@ class NoSuchConversation(Exception):
 
 
 def check_title(title: object) -> str:
-    """The title as stored: whitespace runs made one space; ChatInputError if it is empty, too
+    """The title as stored: whitespace runs made one space; InvalidInput if it is empty, too
     long or not text."""
     if not isinstance(title, str):
-        raise ChatInputError("The title must be text.")
+        raise InvalidInput("The title must be text.")
     title = " ".join(title.replace("\x00", "").split())
     if not title:
-        raise ChatInputError("The title is empty: type a few words.")
+        raise InvalidInput("The title is empty: type a few words.")
     if len(title) > TITLE_MAX_LENGTH:
-        raise ChatInputError(
+        raise InvalidInput(
             f"That title is {len(title):,} characters long; the limit is {TITLE_MAX_LENGTH}."
         )
     return title
@@ -279,7 +275,7 @@ def check_title(title: object) -> str:
 
 def conversation_rename(*, owner_id: int, conversation_id: int, title: object) -> Conversation:
     """Give one of the owner's conversations a new title (from its page or the model's rename
-    tool); ChatInputError for a title check_title refuses, and nothing is stored."""
+    tool); InvalidInput for a title check_title refuses, and nothing is stored."""
     title = check_title(title)
     updated = Conversation.objects.filter(pk=conversation_id, owner_id=owner_id).update(
         title=title, updated_at=timezone.now()
@@ -292,18 +288,15 @@ def conversation_rename(*, owner_id: int, conversation_id: int, title: object) -
 aconversation_rename = database_async(conversation_rename)
 
 
-def conversation_delete_owned(*, owner_id: int, conversation_id: int) -> str:
-    """Delete one of the owner's conversations by id (for the model's delete tool); its title."""
+def conversation_owned(*, owner_id: int, conversation_id: int) -> Conversation:
+    """One of the owner's conversations by id; NoSuchConversation if there is none."""
     try:
-        conversation = Conversation.objects.get(pk=conversation_id, owner_id=owner_id)
+        return Conversation.objects.get(pk=conversation_id, owner_id=owner_id)
     except Conversation.DoesNotExist:
         raise NoSuchConversation(conversation_id) from None
-    title = str(conversation)
-    conversation_delete(conversation=conversation)
-    return title
 
 
-aconversation_delete_owned = database_async(conversation_delete_owned)
+aconversation_owned = database_async(conversation_owned)
 
 
 def current_messages(conversation: Conversation) -> QuerySet[Message]:
@@ -413,22 +406,22 @@ aruns_end = database_async(runs_end)
 
 def check_message_text(text: object) -> str:
     if not isinstance(text, str):
-        raise ChatInputError("The message must be text.")
+        raise InvalidInput("The message must be text.")
     if "\x00" in text:
-        raise ChatInputError("The message contains a NUL character (\\u0000); remove it.")
+        raise InvalidInput("The message contains a NUL character (\\u0000); remove it.")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         # JSON's "\ud800" escapes decode to half a UTF-16 pair, which is no character at all.
-        raise ChatInputError(
+        raise InvalidInput(
             "The message contains a lone UTF-16 surrogate (such as \\ud800), which is not text."
         ) from None
     text = text.strip()
     if not text:
-        raise ChatInputError("Type a message first.")
+        raise InvalidInput("Type a message first.")
     limit = settings.CHAT_MESSAGE_MAX_LENGTH
     if len(text) > limit:
-        raise ChatInputError(
+        raise InvalidInput(
             f"That message is {len(text):,} characters long; the limit is {limit:,}."
         )
     return str(text)
@@ -444,9 +437,9 @@ def turn_start(
     """Store the user's message and an empty streaming assistant message for the answer.
 
     `model` and `api_style`, when given, are chosen for this answer and the conversation's next
-    ones, together with it: input refused stores nothing. Raises ChatInputError for text, a
-    model or an API style that cannot be used (AnswerRunning while an answer is being written),
-    and LimitReached past the user's messages per minute or answers at once.
+    ones, together with it: input refused stores nothing. Raises InvalidInput for text, a
+    model or an API style that cannot be used (Busy while an answer is being written),
+    and RateLimited past the user's messages per minute or answers at once.
     """
     text = check_message_text(text)
     models, styles = answer_choices(model=model, api_style=api_style)
@@ -465,11 +458,11 @@ def turn_start(
 aturn_start = database_async(turn_start)
 
 
-class ActionUnavailable(ChatInputError):
+class ActionUnavailable(Unavailable):
     """Regenerate, retry or continue asked of an answer that is not in the state for it."""
 
 
-class NoSuchMessage(ChatInputError):
+class NoSuchMessage(NotFound):
     """The message to edit is not a current user message of this conversation."""
 
 
@@ -488,8 +481,8 @@ def turn_regenerate(*, conversation: Conversation) -> tuple[Message, Message]:
     """Supersede the conversation's latest answer (finished in any way) and start a new answer
     to the same user message; the user message and the new (streaming) answer.
 
-    Raises AnswerRunning while an answer is being written, ActionUnavailable when there is no
-    finished answer, and LimitReached as turn_start does. Nothing is written when it raises.
+    Raises Busy while an answer is being written, ActionUnavailable when there is no
+    finished answer, and RateLimited as turn_start does. Nothing is written when it raises.
     """
     return answer_again(
         conversation=conversation,
@@ -605,18 +598,18 @@ def answer_choices(
     models = model_choices()
     styles = api_style_choices()
     if not models:
-        raise ChatInputError("No model is configured, so nothing can answer yet.")
+        raise InvalidInput("No model is configured, so nothing can answer yet.")
     check_choice(model=model, api_style=api_style, models=models, styles=styles)
     return models, styles
 
 
 def turn_lock(*, conversation: Conversation) -> Conversation:
     """The conversation's row, locked until the transaction ends, so two tabs cannot start two
-    answers at once; AnswerRunning while one is being written. In a transaction only."""
+    answers at once; Busy while one is being written. In a transaction only."""
     check_concurrent_answers(user_id=conversation.owner_id)
     locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
     if locked.messages.filter(status__in=Message.IN_PROGRESS).exists():
-        raise AnswerRunning("An answer is still being written: wait for it or press Stop.")
+        raise Busy("An answer is still being written: wait for it or press Stop.")
     return locked
 
 
@@ -656,7 +649,7 @@ def answer_create(
 
 
 def check_concurrent_answers(*, user_id: int) -> None:
-    """Raise LimitReached when the user already has CHAT_CONCURRENT_ANSWERS answers running.
+    """Raise RateLimited when the user already has CHAT_CONCURRENT_ANSWERS answers running.
 
     Called in turn_start's transaction: the user's row is locked, so two conversations starting
     at once (in any processes) are counted one after the other. Runs whose process died (an old
@@ -672,7 +665,7 @@ def check_concurrent_answers(*, user_id: int) -> None:
         heartbeat_at__gte=timezone.now() - timedelta(seconds=settings.CHAT_RUN_STALE_AFTER),
     ).count()
     if running >= limit:
-        raise LimitReached(
+        raise RateLimited(
             f"{running} of your answers are being written, the most at once: "
             "send this when one has finished (or press Stop on one)."
         )

@@ -6,14 +6,20 @@ import asyncio
 import logging
 import re
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import openai
 from django.conf import settings
 
-from . import llm, services
-from .live import pages
+from . import actions, llm, local_model, services
+
+if TYPE_CHECKING:
+    from .models import Message
 
 logger = logging.getLogger(__name__)
+
+# Titles being written after a first answer: kept here so that they are not collected.
+_title_tasks: set[asyncio.Task[None]] = set()
 
 TITLE_INSTRUCTION = (
     "Write a title for the conversation below: at most 6 words, no quotes, no Markdown, no "
@@ -98,9 +104,7 @@ async def title_generate(*, answer_id: int, model: str, api_style: str) -> None:
     configured = replace(configured, model=model or configured.model)
     try:
         if configured.local:
-            from .runner import local_model_lock  # runner imports this module
-
-            async with local_model_lock():
+            async with local_model.local_model_lock():
                 reply = await title_ask(exchange, configured, api_style)
         else:
             reply = await title_ask(exchange, configured, api_style)
@@ -122,4 +126,21 @@ async def title_generate(*, answer_id: int, model: str, api_style: str) -> None:
         title=title,
     )
     if stored:
-        await pages.conversation_changed(conversation_id=exchange.conversation_id)
+        await actions.conversation_changed(conversation_id=exchange.conversation_id)
+
+
+def title_tasks() -> set[asyncio.Task[None]]:
+    """The titles being written on this event loop."""
+    loop = asyncio.get_running_loop()
+    return {task for task in _title_tasks if task.get_loop() is loop and not task.done()}
+
+
+def title_soon(message: Message) -> None:
+    """Have the model title the conversation after its first answer, in a task of its own: the
+    answer has been saved and shown; the title follows when it comes."""
+    task = asyncio.create_task(
+        title_generate(answer_id=message.pk, model=message.model, api_style=message.api_style),
+        name=f"title-{message.conversation_id}",
+    )
+    _title_tasks.add(task)
+    task.add_done_callback(_title_tasks.discard)

@@ -8,9 +8,9 @@ import json
 
 from channels.db import aclose_old_connections
 
-from . import services
-from .live import pages
+from . import actions, services
 from .models import Message
+from .refusals import InvalidInput
 from .streaming.builtin_tools import CALCULATOR, CURRENT_TIME
 from .streaming.tools import Tool, Toolbox
 
@@ -44,15 +44,13 @@ TITLE = {
 def rename_conversation_tool(*, user_id: int, current: int) -> Tool:
     async def rename_conversation(title: str, conversation_id: int | None = None) -> str:
         try:
-            renamed = await services.aconversation_rename(
+            renamed = await actions.conversation_rename(
                 owner_id=user_id,
                 conversation_id=current if conversation_id is None else conversation_id,
                 title=title,
             )
-        except services.ChatInputError as error:
+        except InvalidInput as error:
             raise ValueError(str(error)) from None
-        # Open pages of the conversation show the new title at once.
-        await pages.conversation_changed(conversation_id=renamed.pk)
         return json.dumps({"conversation_id": renamed.pk, "title": renamed.title})
 
     return Tool(
@@ -85,7 +83,7 @@ def delete_conversation_tool(*, user_id: int, current: int) -> Tool:
                 "this is the conversation you are answering in; it cannot delete itself "
                 "(the user can delete it from the page)"
             )
-        title = await services.aconversation_delete_owned(
+        title = await actions.conversation_delete_owned(
             owner_id=user_id, conversation_id=conversation_id
         )
         return json.dumps({"deleted": conversation_id, "title": title})

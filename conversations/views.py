@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import login
@@ -16,10 +17,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from . import llm, services
+from . import actions, llm, services
 from .api import export, tokens
 from .forms import ApiTokenForm, SignUpForm
 from .models import ApiToken, Conversation
+from .refusals import InvalidInput
 
 
 class SignedInRequest(HttpRequest):
@@ -175,7 +177,7 @@ def conversation_configure(request: SignedInRequest, conversation_id: int) -> Ht
             model=request.POST.get("model", ""),
             api_style=request.POST.get("api_style", ""),
         )
-    except services.ChatInputError as error:
+    except InvalidInput as error:
         flash.error(request, str(error))
     return redirect("conversation-detail", conversation_id=conversation.pk)
 
@@ -183,7 +185,9 @@ def conversation_configure(request: SignedInRequest, conversation_id: int) -> Ht
 @require_POST
 @login_required
 def conversation_delete(request: SignedInRequest, conversation_id: int) -> HttpResponse:
-    services.conversation_delete(conversation=get_conversation(request, conversation_id))
+    async_to_sync(actions.conversation_delete)(
+        conversation=get_conversation(request, conversation_id)
+    )
     return redirect("conversation-list")
 
 

@@ -13,8 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from conversations import runner, services
-from conversations.live import approvals
+from conversations import actions, refusals, runner, services
 from conversations.live import hub as live
 from conversations.live.draft import AnswerDraft
 from conversations.models import Conversation, Message, ToolCall
@@ -174,15 +173,15 @@ async def test_the_first_decision_wins(
     page = await opened(connect, conversation, user)
 
     tool_call = await ask_and_wait(page)
-    await approvals.decide(
+    await actions.tool_call_decide(
         conversation_id=conversation.pk,
         tool_call_id=tool_call,
         approved=True,
         reason="",
         decided_by="alice",
     )
-    with pytest.raises(approvals.NotWaiting, match="not waiting for a decision"):
-        await approvals.decide(
+    with pytest.raises(refusals.NotWaiting, match="not waiting for a decision"):
+        await actions.tool_call_decide(
             conversation_id=conversation.pk,
             tool_call_id=tool_call,
             approved=False,
@@ -211,8 +210,8 @@ async def test_someone_elses_conversation_cannot_decide_on_a_call(
     [error] = await receive_until(bobs_page, lambda frame: 'id="chat-error"' in frame)
     assert f"Tool call {tool_call} is not waiting for a decision" in error
     for unknown in ("99999:1:0", f"{tool_call[:-1]}7", "not an id"):
-        with pytest.raises(approvals.NotWaiting):
-            await approvals.decide(
+        with pytest.raises(refusals.NotWaiting):
+            await actions.tool_call_decide(
                 conversation_id=conversation.pk,
                 tool_call_id=unknown,
                 approved=True,
@@ -243,8 +242,8 @@ async def test_stop_while_a_call_waits_cancels_the_answer(
     [call] = await calls_of(message)
     assert (call.status, call.decision) == ("cancelled", "")
     assert len(model_server.requests) == 1
-    with pytest.raises(approvals.NotWaiting):
-        await approvals.decide(
+    with pytest.raises(refusals.NotWaiting):
+        await actions.tool_call_decide(
             conversation_id=conversation.pk,
             tool_call_id=tool_call,
             approved=True,

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from conversations import limits
+from conversations import limits, refusals
 from conversations.models import Conversation, Message
 from tests.chat import finished, new_conversation, opened, receive_until, send_and_wait
 from tests.conftest import Connect
@@ -215,7 +215,7 @@ def test_the_per_minute_count_is_atomic_across_threads(user: User, settings: Any
     def send(_: int) -> bool:
         try:
             limits.message_rate_take(user_id=user.pk, now=120.5)
-        except limits.LimitReached as refused:
+        except refusals.RateLimited as refused:
             assert refused.retry_after == 60
             return False
         return True

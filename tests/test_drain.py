@@ -21,8 +21,7 @@ from django.contrib.auth.models import User
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from conversations import runner
-from conversations.live import drain
+from conversations import drain, runner
 from conversations.models import Message
 from tests.chat import (
     appended_text,

@@ -18,7 +18,7 @@ from channels.testing import HttpCommunicator
 from django.test import Client
 
 from chatsite.asgi import application
-from conversations.live import drain
+from conversations import drain
 from tests.servers import accepts, daphne, free_port, wait_until
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"

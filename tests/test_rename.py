@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from conversations import services
+from conversations import refusals, services
 from conversations.models import Conversation
 from tests.chat import new_conversation, opened, receive_until
 from tests.conftest import ApiConnect, Connect
@@ -38,7 +38,7 @@ def test_a_bad_title_is_refused_and_nothing_is_stored(
     user: User, title: object, error: str
 ) -> None:
     conversation = Conversation.objects.create(owner=user, title="Kept")
-    with pytest.raises(services.ChatInputError, match=error):
+    with pytest.raises(refusals.InvalidInput, match=error):
         services.conversation_rename(owner_id=user.pk, conversation_id=conversation.pk, title=title)
     conversation.refresh_from_db()
     assert conversation.title == "Kept"

@@ -25,9 +25,8 @@ from django.contrib.auth.models import User
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from conversations import services
+from conversations import drain, services
 from conversations.api.tokens import token_create
-from conversations.live import drain
 from conversations.models import Conversation, Message
 from tests.fake_openai import FakeOpenAI, sse, text_stream
 from tests.nginx import nginx

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.db import connection, connections
 from django.utils import timezone
 
-from conversations import services
+from conversations import refusals, services
 from conversations.models import Conversation, Message, ToolCall
 from conversations.toolbox import toolbox_for
 
@@ -141,7 +141,7 @@ async def test_search_conversations_rejects_an_empty_query(user: User) -> None:
 def test_message_text_checks() -> None:
     assert services.check_message_text("  hi  ") == "hi"
     for bad in ("", "   ", None, 5, "x" * 20_001):
-        with pytest.raises(services.ChatInputError):
+        with pytest.raises(refusals.InvalidInput):
             services.check_message_text(bad)
 
 

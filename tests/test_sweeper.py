@@ -13,8 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from conversations import runner, services
-from conversations.live import sweeper
+from conversations import runner, services, sweeper
 from conversations.models import Conversation, Message, ToolCall
 from tests.chat import (
     assistant_message,

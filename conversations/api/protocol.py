@@ -5,26 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..live.draft import answer_state
+from ..live.events import tool_call_id
 
 if TYPE_CHECKING:
     from ..live.draft import AnswerDraft
     from ..models import Conversation, Message
-
-
-def tool_call_id(*, message_id: int, step: int, index: int) -> str:
-    """A tool call's id in the API: unique on the site and known from the call's first event."""
-    return f"{message_id}:{step}:{index}"
-
-
-def tool_call_position(value: object) -> tuple[int, int, int] | None:
-    """(message_id, step, index) of an API tool call id, or None if `value` is not one."""
-    if not isinstance(value, str):
-        return None
-    parts = value.split(":")
-    if len(parts) != 3 or not all(part.isascii() and part.isdigit() for part in parts):
-        return None
-    message_id, step, index = (int(part) for part in parts)
-    return message_id, step, index
 
 
 def message_state(message: Message | AnswerDraft) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
-from .. import services
-from ..live import sweeper
+from .. import actions, services
 from ..models import Conversation
+from ..refusals import InvalidInput
 from .auth import TokenRequest, token_required
 from .errors import error_response
 from .export import conversation_document, export_response
@@ -98,7 +98,7 @@ def conversation_create(request: TokenRequest) -> HttpResponse:
         conversation = services.conversation_create(
             owner=request.user, model=choices.get("model"), api_style=choices.get("api_style")
         )
-    except services.ChatInputError as error:
+    except InvalidInput as error:
         raise BadRequest("invalid_input", str(error)) from None
     return JsonResponse(conversation_state(conversation), status=201)
 
@@ -120,8 +120,7 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
 def conversation(request: TokenRequest, conversation_id: int) -> HttpResponse:
     found = services.conversation_get(user=request.user, conversation_id=conversation_id)
     if request.method == "DELETE":
-        async_to_sync(sweeper.stop)(conversation=found)
-        services.conversation_delete(conversation=found)
+        async_to_sync(actions.conversation_delete)(conversation=found)
         return HttpResponse(status=204)
     messages = services.message_list(conversation=found)
     return JsonResponse(conversation_document(conversation=found, messages=messages))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .. import metrics
 from ..streaming.events import Retrying, Usage
@@ -32,6 +32,7 @@ from .events import (
     TextAppended,
     UsageChanged,
 )
+from .parts import group_by_step, split_parts
 
 if TYPE_CHECKING:
     from ..models import Message
@@ -108,34 +109,6 @@ class RetryDraft:
     def seconds(self) -> int:
         """The wait as shown: whole seconds, rounded up."""
         return max(1, math.ceil(self.delay))
-
-
-class PlacedCall(Protocol):
-    @property
-    def step(self) -> int: ...
-
-    @property
-    def text_offset(self) -> int: ...
-
-
-def group_by_step[C: PlacedCall](calls: Iterable[C]) -> list[list[C]]:
-    """Tool calls, in (step, index) order, grouped by the model call (step) that made them."""
-    steps: dict[int, list[C]] = {}
-    for call in calls:
-        steps.setdefault(call.step, []).append(call)
-    return list(steps.values())
-
-
-def split_parts[C: PlacedCall](content: str, steps: Sequence[list[C]]) -> list[tuple[str, list[C]]]:
-    """The text split where the model made tool calls: [(text, calls made after it), ...]."""
-    parts: list[tuple[str, list[C]]] = []
-    offset = 0
-    for calls in steps:
-        at = min(max(calls[0].text_offset, offset), len(content))
-        parts.append((content[offset:at], calls))
-        offset = at
-    parts.append((content[offset:], []))
-    return parts
 
 
 # A tool call's fields, as a `ToolCall` row and a `CallDraft` both have them.

@@ -166,3 +166,19 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     """The event `event_to_dict` made; KeyError or TypeError if `data` is not one."""
     kind = EVENT_TYPES[data["type"]]
     return kind(**{field.name: data[field.name] for field in fields(kind) if field.name in data})
+
+
+def tool_call_id(*, message_id: int, step: int, index: int) -> str:
+    """A tool call's id on the wire: unique on the site and known from the call's first event."""
+    return f"{message_id}:{step}:{index}"
+
+
+def tool_call_position(value: object) -> tuple[int, int, int] | None:
+    """(message_id, step, index) of a tool call id, or None if `value` is not one."""
+    if not isinstance(value, str):
+        return None
+    parts = value.split(":")
+    if len(parts) != 3 or not all(part.isascii() and part.isdigit() for part in parts):
+        return None
+    message_id, step, index = (int(part) for part in parts)
+    return message_id, step, index

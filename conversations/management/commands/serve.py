@@ -22,8 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from twisted.internet import defer, reactor
 
-from conversations import llm, local_model, with_parent, workers
-from conversations.live import drain, sweeper
+from conversations import drain, llm, local_model, sweeper, with_parent, workers
 
 ASGI_APPLICATION = "chatsite.asgi:application"
 

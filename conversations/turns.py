@@ -3,18 +3,13 @@ socket of the conversation (`conversation.turn`)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.layers import get_channel_layer
-
-from .. import rendering, runner, services
-from ..models import Conversation, Message
-from . import sweeper
-from .hub import conversation_group
-
-logger = logging.getLogger(__name__)
+from . import rendering, runner, services
+from .actions import answers_sweep, conversation_notify
+from .models import Conversation, Message
+from .refusals import InvalidInput
 
 
 async def turn_start(
@@ -26,7 +21,7 @@ async def turn_start(
 ) -> tuple[Message, Message]:
     """Store the user's message and the empty answer (services.turn_start, which raises on
     input refused), after ending an answer whose process died: it does not block the turn."""
-    await sweeper.sweep(conversation_id=conversation.pk)
+    await answers_sweep(conversation_id=conversation.pk)
     return await services.aturn_start(
         conversation=conversation, text=text, model=model, api_style=api_style
     )
@@ -40,7 +35,7 @@ async def turn_redo(
 ) -> tuple[Message, Message]:
     """A turn made by a message action (ACTIONS) instead of a new message: stored like
     turn_start's (raising as it does), with whatever it replaces superseded."""
-    await sweeper.sweep(conversation_id=conversation.pk)
+    await answers_sweep(conversation_id=conversation.pk)
     match action:
         case "regenerate":
             return await services.aturn_regenerate(conversation=conversation)
@@ -52,7 +47,7 @@ async def turn_redo(
             return await services.aturn_edit(
                 conversation=conversation, message_id=message_id, text=text
             )
-    raise services.ChatInputError(f"Unknown message action {action!r}.")
+    raise InvalidInput(f"Unknown message action {action!r}.")
 
 
 async def turn_run(
@@ -97,10 +92,4 @@ async def turn_run(
         turn["message_ids"] = [message.pk for message in earlier] + [answer.id]
     # The sender first, at once: the answer's first tokens may already be on their way.
     await show(turn)
-    layer = get_channel_layer()
-    assert layer is not None
-    try:
-        await layer.group_send(conversation_group(assistant_message.conversation_id), turn)
-    except Exception:
-        # The conversation's other sockets miss the new turn until they reconnect.
-        logger.warning("could not announce a new turn in %s", assistant_message.conversation_id)
+    await conversation_notify(assistant_message.conversation_id, turn)

@@ -14,8 +14,9 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import runner
-from .hub import hub
+from . import titles
+from .live.hub import hub
+from .refusals import Restarting
 
 _draining = False
 # Turns between the draining check and their run's start (`turn_starting`).
@@ -31,10 +32,6 @@ REFUSED = (
 # How long, at most, the final events of the answers are given to reach the followers in other
 # processes before this one exits.
 DELIVERY_WAIT = 2.0
-
-
-class Refused(Exception):
-    """A new answer asked of a draining process."""
 
 
 def draining() -> bool:
@@ -56,12 +53,13 @@ def reset() -> None:
 
 @contextlib.contextmanager
 def turn_starting() -> Iterator[None]:
-    """Around storing and starting a new answer: Refused once this process is draining. A drain
+    """Around storing and starting a new answer: Restarting once this process is draining. A
+    drain
     waits for the turns already inside, so that each one's answer is running before it is
     drained (else its rows would be stored and no run would end them)."""
     global _turns_starting
     if _draining:
-        raise Refused(REFUSED)
+        raise Restarting(REFUSED)
     _turns_starting += 1
     try:
         yield
@@ -102,10 +100,10 @@ async def drain_runs(*, grace: float, hurry: asyncio.Event | None = None) -> Dra
             run.interrupt(INTERRUPTED_ERROR)
         await asyncio.gather(*(run.task for run in interrupted if run.task), return_exceptions=True)
         # Titles are worth waiting for only within the grace.
-        await settle(runner.title_tasks, deadline, hurried)
-        for task in runner.title_tasks():
+        await settle(titles.title_tasks, deadline, hurried)
+        for task in titles.title_tasks():
             task.cancel()
-        await asyncio.gather(*runner.title_tasks(), return_exceptions=True)
+        await asyncio.gather(*titles.title_tasks(), return_exceptions=True)
         # The ends go out with the next delivery; followers in other processes need them. Polled:
         # a delivery sets nothing to wait on.
         until = time.monotonic() + DELIVERY_WAIT
