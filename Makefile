@@ -56,6 +56,7 @@ nginx:
 		fi; }
 
 test: install browser nginx
+	$(VENV)/lint-imports --no-cache
 	$(VENV)/python -m pytest
 	$(MAKE) --no-print-directory test-backends
 
@@ -70,6 +71,7 @@ test-backends: install
 	fi
 
 lint: install
+	$(VENV)/lint-imports --no-cache
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	SECRET_KEY=lint $(VENV)/mypy conversations chatsite examples
