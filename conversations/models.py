@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Exists, OuterRef, Subquery
 from django.urls import reverse
 
+from .live.draft import CALL_FIELDS, AnswerCheckpoint
 from .live.parts import group_by_step, split_parts
+from .live.statuses import (
+    ANSWER_FINISHED,
+    ANSWER_IN_PROGRESS,
+    ANSWER_RETRYABLE,
+    CALL_ANSWERED,
+    AnswerStatus,
+    CallStatus,
+)
 
 
 class ConversationQuerySet(models.QuerySet["Conversation"]):
@@ -57,12 +68,12 @@ class Message(models.Model):
         ASSISTANT = "assistant"
 
     class Status(models.TextChoices):
-        QUEUED = "queued"
-        STREAMING = "streaming"
-        COMPLETE = "complete"
-        CANCELLED = "cancelled"
-        FAILED = "failed"
-        INTERRUPTED = "interrupted"
+        QUEUED = AnswerStatus.QUEUED.value
+        STREAMING = AnswerStatus.STREAMING.value
+        COMPLETE = AnswerStatus.COMPLETE.value
+        CANCELLED = AnswerStatus.CANCELLED.value
+        FAILED = AnswerStatus.FAILED.value
+        INTERRUPTED = AnswerStatus.INTERRUPTED.value
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
@@ -102,10 +113,9 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"
 
-    IN_PROGRESS = frozenset({Status.QUEUED, Status.STREAMING})
-    FINISHED = frozenset({Status.COMPLETE, Status.CANCELLED, Status.FAILED, Status.INTERRUPTED})
-    # Ended before the model finished: a new try may do better.
-    RETRYABLE = frozenset({Status.CANCELLED, Status.FAILED, Status.INTERRUPTED})
+    IN_PROGRESS = ANSWER_IN_PROGRESS
+    FINISHED = ANSWER_FINISHED
+    RETRYABLE = ANSWER_RETRYABLE
 
     @property
     def in_progress(self) -> bool:
@@ -128,22 +138,21 @@ class Message(models.Model):
 
 class ToolCall(models.Model):
     class Status(models.TextChoices):
-        STREAMING = "streaming"
-        PENDING = "pending"
-        AWAITING_APPROVAL = "awaiting_approval"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        DENIED = "denied"
-        CANCELLED = "cancelled"
+        STREAMING = CallStatus.STREAMING.value
+        PENDING = CallStatus.PENDING.value
+        AWAITING_APPROVAL = CallStatus.AWAITING_APPROVAL.value
+        RUNNING = CallStatus.RUNNING.value
+        SUCCEEDED = CallStatus.SUCCEEDED.value
+        FAILED = CallStatus.FAILED.value
+        DENIED = CallStatus.DENIED.value
+        CANCELLED = CallStatus.CANCELLED.value
 
     class Decision(models.TextChoices):
         APPROVED = "approved"
         DENIED = "denied"
         TIMED_OUT = "timed_out", "timed out"
 
-    # Ended with an output the model saw (a denial's output says why).
-    FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DENIED})
+    FINISHED = CALL_ANSWERED
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="tool_calls")
     step = models.PositiveSmallIntegerField(default=1)
@@ -210,3 +219,20 @@ class ApiToken(models.Model):
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+def checkpoint_columns(checkpoint: AnswerCheckpoint) -> dict[str, Any]:
+    """The Message columns a checkpoint writes, by name."""
+    return {
+        field.name: getattr(checkpoint, field.name)
+        for field in fields(checkpoint)
+        if field.name != "calls"
+    }
+
+
+def checkpoint_calls(message_id: int, checkpoint: AnswerCheckpoint) -> list[ToolCall]:
+    """The ToolCall rows of a checkpoint's calls (none if they did not change)."""
+    return [
+        ToolCall(message_id=message_id, **{name: getattr(call, name) for name in CALL_FIELDS})
+        for call in checkpoint.calls or ()
+    ]

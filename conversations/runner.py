@@ -21,10 +21,11 @@ import openai
 from django.conf import settings
 
 from . import llm, local_model, metrics, titles
-from .live.draft import AnswerDraft, call_fields
+from .history import aprovider_history
+from .live.draft import AnswerDraft
 from .live.hub import RunStream, hub
 from .models import Message
-from .services import Saved, aanswer_save, alast_answer, aprovider_history
+from .services import Saved, aanswer_save, alast_answer
 from .streaming.chat_completions import CONNECTION_LOST, UNREACHABLE
 from .streaming.events import ProviderEvent
 from .streaming.loop import (
@@ -82,23 +83,8 @@ class Checkpoint:
     async def save(self, *, final: bool = False) -> Saved:
         draft = self.draft
         seq, calls_version = draft.seq, draft.calls_version
-        fields = {
-            "content": draft.content,
-            "reasoning": draft.reasoning,
-            "status": draft.status,
-            "error": draft.error,
-            "steps": draft.steps,
-            "input_tokens": draft.input_tokens,
-            "output_tokens": draft.output_tokens,
-            "total_tokens": draft.total_tokens,
-            "response_id": draft.response_id,
-            "finished_at": draft.finished_at,
-            "seq": seq,
-        }
-        calls = None
-        if calls_version != self.saved_calls:
-            calls = [call_fields(call) for _, call in sorted(draft.calls.items())]
-        saved = await aanswer_save(message_id=draft.id, fields=fields, calls=calls, final=final)
+        checkpoint = draft.checkpoint(with_calls=calls_version != self.saved_calls)
+        saved = await aanswer_save(message_id=draft.id, checkpoint=checkpoint, final=final)
         metrics.CHECKPOINT_WRITES.inc()
         if saved == Saved.SAVED:
             self.saved_seq, self.saved_calls = seq, calls_version

@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from conversations import actions, refusals, runner, services
+from conversations import actions, history, refusals, runner
 from conversations.live import hub as live
 from conversations.live.draft import AnswerDraft
 from conversations.models import Conversation, Message, ToolCall
@@ -312,12 +312,12 @@ async def test_denied_calls_are_paired_with_their_denial_in_the_history(
     )
     latest = await Message.objects.acreate(conversation=conversation, role="user", content="Ok")
 
-    history = await services.aprovider_history(conversation=conversation, before=latest)
+    sent = await history.aprovider_history(conversation=conversation, before=latest)
 
     # Everything before the latest message: the call, its denial, then the answer's text.
-    assert history[-3]["tool_calls"][0]["id"] == "call_1"
-    assert history[-2] == {"role": "tool", "tool_call_id": "call_1", "content": denial}
-    assert history[-1] == {"role": "assistant", "content": "I did not."}
+    assert sent[-3]["tool_calls"][0]["id"] == "call_1"
+    assert sent[-2] == {"role": "tool", "tool_call_id": "call_1", "content": denial}
+    assert sent[-1] == {"role": "assistant", "content": "I did not."}
     _, items = chat_messages_to_input(history)
     assert [item.get("type") for item in items[-3:-1]] == ["function_call", "function_call_output"]
     assert items[-2] == {"type": "function_call_output", "call_id": "call_1", "output": denial}

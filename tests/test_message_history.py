@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import services
+from conversations import history, services
 from conversations.api.tokens import token_create
 from conversations.models import Conversation, Message
 
@@ -100,10 +100,10 @@ def test_the_model_reads_the_current_messages_only(user: User) -> None:
     Message.objects.create(conversation=conversation, role="user", content="Next")
     answer = Message.objects.create(conversation=conversation, role="assistant", status="streaming")
 
-    history = services.provider_history(conversation=conversation, before=answer)
+    sent = history.provider_history(conversation=conversation, before=answer)
     previous = services.last_answer(conversation=conversation, before=answer)
 
-    assert [m["content"] for m in history[1:]] == ["The question", "New answer", "Next"]
+    assert [m["content"] for m in sent[1:]] == ["The question", "New answer", "Next"]
     assert previous is not None and previous.content == "New answer"
 
 

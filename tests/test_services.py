@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.db import connection, connections
 from django.utils import timezone
 
-from conversations import refusals, services
+from conversations import history, refusals, services
 from conversations.models import Conversation, Message, ToolCall
 from conversations.toolbox import toolbox_for
 
@@ -52,10 +52,10 @@ def test_history_pairs_every_tool_call_with_its_output(user: User) -> None:
     )
     follow_up = Message.objects.create(conversation=conversation, role="user", content="thanks")
 
-    history = services.provider_history(conversation=conversation, before=follow_up)
+    sent = history.provider_history(conversation=conversation, before=follow_up)
 
-    assert history[0]["role"] == "system"
-    assert history[1:] == [
+    assert sent[0]["role"] == "system"
+    assert sent[1:] == [
         {"role": "user", "content": "17*23 and Tokyo?"},
         {
             "role": "assistant",

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import metrics
 from ..streaming.events import Retrying, Usage
@@ -33,13 +33,10 @@ from .events import (
     UsageChanged,
 )
 from .parts import group_by_step, split_parts
+from .statuses import ANSWER_IN_PROGRESS, CALL_ANSWERED
 
 if TYPE_CHECKING:
     from ..models import Message
-
-IN_PROGRESS = frozenset({"queued", "streaming"})
-# A call that ended with one of these has an output the model saw.
-ANSWERED = frozenset({"succeeded", "failed", "denied"})
 
 
 class SequenceGap(Exception):
@@ -111,25 +108,8 @@ class RetryDraft:
         return max(1, math.ceil(self.delay))
 
 
-# A tool call's fields, as a `ToolCall` row and a `CallDraft` both have them.
-CALL_FIELDS = (
-    "step",
-    "index",
-    "call_id",
-    "name",
-    "text_offset",
-    "arguments",
-    "parsed_arguments",
-    "status",
-    "output",
-    "error",
-    "started_at",
-    "finished_at",
-    "decision",
-    "decided_by",
-    "decided_at",
-    "decision_reason",
-)
+# A tool call's fields: a `CallDraft`'s (bar its message), as its state and its row have them.
+CALL_FIELDS = tuple(field.name for field in fields(CallDraft) if field.name != "message_id")
 CALL_TIMES = ("started_at", "finished_at", "decided_at")
 
 
@@ -169,6 +149,44 @@ def decided(decision: Decision | None) -> dict[str, str]:
     if decision is None:
         return {}
     return {"decision": decision.name, "decided_by": decision.by, "reason": decision.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerCheckpoint:
+    """What a checkpoint writes of an answer: its saved values at `seq`, and its tool calls when
+    they changed since the last one (models.checkpoint_columns maps them to columns)."""
+
+    seq: int
+    status: str
+    error: str
+    content: str
+    reasoning: str
+    steps: int
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    response_id: str
+    finished_at: datetime | None
+    calls: tuple[CallDraft, ...] | None = None
+
+
+class AnswerRecord(Protocol):
+    """A saved answer as a `Message` row has it (a draft has the same)."""
+
+    id: int
+    created_at: datetime
+    model: str
+    status: str
+    error: str
+    content: str
+    reasoning: str
+    steps: int
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    finished_at: datetime | None
+
+    def tool_call_steps(self) -> Sequence[Sequence[Any]]: ...
 
 
 class AnswerDraft:
@@ -235,7 +253,7 @@ class AnswerDraft:
 
     @property
     def in_progress(self) -> bool:
-        return self.status in IN_PROGRESS
+        return self.status in ANSWER_IN_PROGRESS
 
     @property
     def duration(self) -> timedelta | None:
@@ -293,7 +311,7 @@ class AnswerDraft:
             case StatusChanged(status=status, error=error, at=at):
                 self.status = status
                 self.error = error
-                if status not in IN_PROGRESS:
+                if status not in ANSWER_IN_PROGRESS:
                     self.finished_at = parse_time(at)
         self.seq = event.seq
         return True
@@ -444,7 +462,7 @@ class AnswerDraft:
         at = now().isoformat()
         events: list[Event] = []
         for (step, index), call in sorted(self.calls.items()):
-            if call.status not in ANSWERED:
+            if call.status not in CALL_ANSWERED:
                 metrics.tool_call_ended("cancelled")
                 events.append(CallChanged(self.next_seq, step, index, "cancelled", at=at))
                 self.apply(events[-1])
@@ -459,6 +477,52 @@ class AnswerDraft:
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.seq, self.state())
+
+    @classmethod
+    def from_record(cls, record: AnswerRecord, *, seq: int) -> AnswerDraft:
+        """The draft of a saved answer (a `Message` row with its calls), read as it is."""
+        draft = cls(
+            message_id=record.id,
+            created_at=record.created_at,
+            model=record.model,
+            status=record.status,
+        )
+        draft.error = record.error
+        draft._text = [record.content]
+        draft._text_length = len(record.content)
+        draft._reasoning = [record.reasoning]
+        draft.steps = record.steps
+        draft.input_tokens = record.input_tokens
+        draft.output_tokens = record.output_tokens
+        draft.total_tokens = record.total_tokens
+        draft.finished_at = record.finished_at
+        for step in record.tool_call_steps():
+            for call in step:
+                copy = CallDraft(message_id=record.id, **call_fields(call))
+                draft.calls[(copy.step, copy.index)] = copy
+        draft.calls_version += 1
+        draft.seq = seq
+        return draft
+
+    def checkpoint(self, *, with_calls: bool) -> AnswerCheckpoint:
+        """The draft's values as a checkpoint saves them; its calls too `with_calls`."""
+        calls = None
+        if with_calls:
+            calls = tuple(replace(call) for _, call in sorted(self.calls.items()))
+        return AnswerCheckpoint(
+            seq=self.seq,
+            status=self.status,
+            error=self.error,
+            content=self.content,
+            reasoning=self.reasoning,
+            steps=self.steps,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            total_tokens=self.total_tokens,
+            response_id=self.response_id,
+            finished_at=self.finished_at,
+            calls=calls,
+        )
 
     @classmethod
     def from_state(cls, state: dict[str, Any], *, seq: int) -> AnswerDraft:
