@@ -1,5 +1,6 @@
 """The docs against the code: docs/settings.md lists exactly the environment variables that
-chatsite/settings.py reads. Reads files only: no Django, no database."""
+chatsite/settings.py reads, and every relative link in README.md and docs/*.md resolves inside
+the repository. Reads files only: no Django, no database."""
 
 from __future__ import annotations
 
@@ -143,3 +144,62 @@ def test_docs_settings_lists_exactly_the_variables_settings_py_reads() -> None:
     assert not missing, f"chatsite/settings.py reads these, docs/settings.md lacks a row: {missing}"
     unknown = sorted(set(documented) - read)
     assert not unknown, f"docs/settings.md documents these, settings.py never reads: {unknown}"
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+HTML_LINK = re.compile(r"""<(?:a|img)\b[^>]*?\b(?:href|src)=["']([^"']+)["']""", re.IGNORECASE)
+AUTOLINK = re.compile(r"<((?:[a-z][a-z0-9+.-]*):[^>\s]+)>", re.IGNORECASE)
+SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
+
+
+def prose(markdown: str) -> str:
+    """`markdown` without fenced code blocks and inline code, where brackets are not links."""
+    kept: list[str] = []
+    in_code = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            in_code = not in_code
+            continue
+        if not in_code:
+            kept.append(re.sub(r"`+[^`]*`+", "", line))
+    return "\n".join(kept)
+
+
+def anchors(markdown: str) -> set[str]:
+    """The anchors of `markdown`'s headings, as GitHub makes them."""
+    found: set[str] = set()
+    in_code = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            in_code = not in_code
+        elif not in_code and (heading := re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)):
+            text = heading.group(1).lower().replace("`", "")
+            found.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+    return found
+
+
+def test_every_link_in_the_docs_stays_in_the_repository_and_resolves() -> None:
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    problems: list[str] = []
+    links = 0
+    for document in documents:
+        text = prose(document.read_text())
+        targets = LINK.findall(text) + HTML_LINK.findall(text) + AUTOLINK.findall(text)
+        for target in targets:
+            links += 1
+            where = f"{document.relative_to(ROOT)}: {target}"
+            if SCHEME.match(target) or target.startswith("//"):
+                problems.append(f"{where} leaves the repository")
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (document.parent / path).resolve() if path else document
+            if not resolved.is_relative_to(ROOT):
+                problems.append(f"{where} points outside the repository")
+            elif not resolved.exists():
+                problems.append(f"{where} does not exist")
+            elif (
+                resolved.suffix == ".md" and anchor and anchor not in anchors(resolved.read_text())
+            ):
+                problems.append(f"{where}: no such heading")
+    assert links >= 10, "no links found: the link pattern is broken"
+    assert not problems, "\n".join(problems)
