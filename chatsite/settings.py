@@ -1,4 +1,4 @@
-"""Settings, driven by environment variables with safe defaults (see the README)."""
+"""Settings, driven by environment variables with safe defaults (docs/settings.md)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 # HTTPS. All off by default so `make run` works over plain HTTP on loopback; a public host
-# turns them on (the README lists the set that makes `manage.py check --deploy` clean).
+# turns them on (docs/deploy.md, "Behind HTTPS", lists the set that makes
+# `manage.py check --deploy` clean).
 # "HTTP_X_FORWARDED_PROTO" trusts the proxy's X-Forwarded-Proto: https header; set it only
 # when the proxy always sets (or strips) that header.
 SECURE_PROXY_SSL_HEADER = (

@@ -1,4 +1,4 @@
-"""Behind HTTPS: `check --deploy` with the README's settings; the Content-Security-Policy."""
+"""Behind HTTPS: `check --deploy` with docs/deploy.md's settings; the Content-Security-Policy."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from django.urls import reverse
 from conversations.models import Conversation
 from tests.servers import ROOT
 
-# The README's "Deploying behind HTTPS" settings.
+# docs/deploy.md's "Behind HTTPS" settings.
 PRODUCTION = {
     "SECRET_KEY": "x7Tq-" + "k9Lm2pQr8sVw3yZa6bCd1eFg4hJn5" * 2,
     "DEBUG": "0",

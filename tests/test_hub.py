@@ -15,6 +15,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from conversations.live import hub as live
+from conversations.live import pacer as pacing
 from conversations.live.draft import AnswerDraft
 from conversations.live.events import Event, Snapshot, TextAppended
 from conversations.models import Conversation, Message
@@ -64,13 +65,13 @@ async def test_an_event_after_a_quiet_spell_goes_at_once_and_a_burst_goes_togeth
     for word in ["a", "b", "c", "d", "e"]:
         await draft.text(word)
     assert [e.seq for e in await subscriber.next_batch()] == [2, 3, 4, 5, 6]
-    await asyncio.sleep(live.WINDOW * 2)
+    await asyncio.sleep(pacing.WINDOW * 2)
     await draft.text("after a pause")
     assert [e.seq for e in await subscriber.next_batch()] == [7]
     assert len(subscriber.batches) == 3
 
 
-def deliveries(event_times: list[float], pacer: live.Pacer) -> list[float]:
+def deliveries(event_times: list[float], pacer: pacing.Pacer) -> list[float]:
     """When a deliverer paced by `pacer` sends, for events published at `event_times`."""
     sent: list[float] = []
     pending_since: float | None = None
@@ -95,20 +96,20 @@ def deliveries(event_times: list[float], pacer: live.Pacer) -> list[float]:
 
 
 def test_a_steady_twenty_a_second_stream_is_never_held_back() -> None:
-    pacer = live.Pacer()
+    pacer = pacing.Pacer()
     # A newcomer's catch-up and a tool's status spend the burst just before the tokens start.
     pacer.delivered(0.0)
     pacer.delivered(0.001)
-    tokens = [0.002 + number * live.WINDOW for number in range(100)]
+    tokens = [0.002 + number * pacing.WINDOW for number in range(100)]
 
     assert deliveries(tokens, pacer) == tokens, "each token goes the moment it arrives"
 
 
 def test_an_answers_first_events_are_not_held_back() -> None:
-    pacer = live.Pacer()
+    pacer = pacing.Pacer()
     pacer.delivered(0.0)  # a newcomer's catch-up
     # The first step starts, then the first token comes right after, then the rest.
-    events = [0.006, 0.009, *(0.009 + number * live.WINDOW for number in range(1, 20))]
+    events = [0.006, 0.009, *(0.009 + number * pacing.WINDOW for number in range(1, 20))]
 
     assert deliveries(events, pacer) == events
 
@@ -116,13 +117,13 @@ def test_an_answers_first_events_are_not_held_back() -> None:
 def test_a_fast_stream_is_batched_to_about_twenty_deliveries_a_second() -> None:
     tokens = [number * 0.002 for number in range(500)]  # 500 a second for a second
 
-    sent = deliveries(tokens, live.Pacer())
+    sent = deliveries(tokens, pacing.Pacer())
 
-    assert 20 <= len(sent) <= 20 + live.BURST
+    assert 20 <= len(sent) <= 20 + pacing.BURST
     assert sent[0] == 0.0, "the first goes at once"
-    after_the_burst = sent[int(live.BURST) :]
+    after_the_burst = sent[int(pacing.BURST) :]
     gaps = [later - earlier for earlier, later in itertools.pairwise(after_the_burst)]
-    assert min(gaps) >= live.WINDOW * 0.99
+    assert min(gaps) >= pacing.WINDOW * 0.99
 
 
 async def test_a_late_subscriber_gets_what_it_missed_then_the_rest() -> None:
@@ -210,7 +211,7 @@ async def test_a_page_on_another_process_catches_up_after_a_lost_delivery(
     words = [f"w{number} " for number in range(8)]
     for word in words:
         await draft.text(word)
-        await asyncio.sleep(live.WINDOW * 2)  # one delivery per word; the second is lost
+        await asyncio.sleep(pacing.WINDOW * 2)  # one delivery per word; the second is lost
     run.finish(draft.finish("complete"))
     frames = await receive_until(page, finished, timeout=5)
 

@@ -303,7 +303,7 @@ def log_in(site: Site, username: str, *, forged: dict[str, str]) -> int:
     "worker_settings",
     [
         {
-            # README, "Deploying behind HTTPS", and the client's address behind a proxy.
+            # docs/deploy.md, "Behind HTTPS", and the client's address behind a proxy.
             "SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO",
             "CLIENT_IP_HEADER": "HTTP_X_FORWARDED_FOR",
             "LOGIN_FAILURE_LIMIT": "2",

@@ -5,7 +5,7 @@ Each process (each event loop) has one `Hub`. An answer run here is a `RunStream
 the answer's events and, for every subscriber, how far that subscriber has got, so a late or
 lagging subscriber is caught up from the kept events (or with a snapshot) and a live one gets
 each new event within one delivery window. Deliveries are paced by `Pacer`: an event after a
-quiet spell goes out at once, faster ones are batched to about one delivery per `WINDOW`.
+quiet spell goes out at once, faster ones are batched to about one delivery per window.
 
 A subscriber in another process asks the `runs-<conversation>` group, which the hubs running
 that conversation's answers join, and renews the request every `RENEW` seconds with the last
@@ -37,13 +37,10 @@ from ..streaming.events import ToolCallReady
 from ..streaming.loop import Decision
 from .draft import AnswerDraft
 from .events import Event, event_to_dict
+from .pacer import Pacer
 
 logger = logging.getLogger(__name__)
 
-# Deliveries per answer: one per WINDOW seconds on average (20 a second), BURST at once (an
-# answer's start: a newcomer's catch-up, the first step, the first token).
-WINDOW = 0.05
-BURST = 3.0
 # Events kept per answer; a subscriber further behind gets a snapshot instead.
 KEEP = 10_000
 # How long a finished answer's stream stays, for subscribers still catching up.
@@ -77,41 +74,6 @@ class Subscriber(Protocol):
     def seen_seq(self, message_id: int) -> int: ...
     async def refresh(self, message_id: int) -> None:
         """Nothing heard for a while: re-read the answer from the database."""
-
-
-class Pacer:
-    """When an answer's next delivery may go: at once for an event after a quiet spell (no
-    event for a `WINDOW`), else once the allowance of a token bucket (one delivery per
-    `WINDOW`, `BURST` at most) allows.
-
-    The quiet rule matters for a model writing about 20 tokens a second: with the bucket alone,
-    one extra delivery (a newcomer's catch-up, a tool's status) leaves the allowance one short,
-    the tokens refill it no faster than they spend it, and every later token waits up to a
-    window.
-    """
-
-    def __init__(self) -> None:
-        self.allowance = BURST
-        self.allowance_at = 0.0
-        self.last_event = float("-inf")
-        self.quiet = False
-
-    def event(self, now: float) -> None:
-        self.quiet |= now - self.last_event >= WINDOW
-        self.last_event = now
-
-    def wait(self, now: float) -> float:
-        """Seconds to wait before delivering what has been published."""
-        self.allowance = min(BURST, self.allowance + (now - self.allowance_at) / WINDOW)
-        self.allowance_at = now
-        if self.quiet or self.allowance >= 1:
-            return 0.0
-        return (1 - self.allowance) * WINDOW
-
-    def delivered(self, now: float) -> None:
-        self.allowance = max(0.0, self.allowance + (now - self.allowance_at) / WINDOW - 1)
-        self.allowance_at = now
-        self.quiet = False
 
 
 class RunStream:
