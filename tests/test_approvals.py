@@ -318,7 +318,7 @@ async def test_denied_calls_are_paired_with_their_denial_in_the_history(
     assert sent[-3]["tool_calls"][0]["id"] == "call_1"
     assert sent[-2] == {"role": "tool", "tool_call_id": "call_1", "content": denial}
     assert sent[-1] == {"role": "assistant", "content": "I did not."}
-    _, items = chat_messages_to_input(history)
+    _, items = chat_messages_to_input(sent)
     assert [item.get("type") for item in items[-3:-1]] == ["function_call", "function_call_output"]
     assert items[-2] == {"type": "function_call_output", "call_id": "call_1", "output": denial}
 
