@@ -8,9 +8,14 @@ import pytest
 from django.contrib.auth.models import User
 
 from conversations.models import Conversation, Message
-from tests.chat import ApiSocket, answer_finished, api_send_and_wait, new_conversation
-from tests.conftest import ApiConnect
-from tests.fake_openai import FakeOpenAI, error, sse, text_stream
+from tests.helpers.chat import (
+    ApiConnect,
+    ApiSocket,
+    answer_finished,
+    api_send_and_wait,
+    new_conversation,
+)
+from tests.helpers.fake_openai import FakeOpenAI, error, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,8 @@ from django.contrib.auth.models import User
 from conversations import runner
 from conversations.api.protocol import message_state
 from conversations.models import Conversation, Message
-from tests.chat import (
+from tests.helpers.chat import (
+    ApiConnect,
     ApiSocket,
     answer_finished,
     api_send_and_wait,
@@ -21,8 +22,7 @@ from tests.chat import (
     rebuilt,
     stored_state,
 )
-from tests.conftest import ApiConnect
-from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,9 +15,10 @@ from conversations import runner, services
 from conversations.api.consumers import COMMANDS
 from conversations.api.protocol import message_state
 from conversations.models import Conversation, Message, ToolCall
-from tests.chat import (
+from tests.helpers.chat import (
     COMMAND,
     EVENT,
+    ApiConnect,
     ApiSocket,
     answer_finished,
     api_send_and_wait,
@@ -26,8 +27,7 @@ from tests.chat import (
     rebuilt,
     stored_state,
 )
-from tests.conftest import ApiConnect
-from tests.fake_openai import (
+from tests.helpers.fake_openai import (
     FakeOpenAI,
     error,
     response_text_stream,
@@ -398,8 +398,8 @@ async def test_a_second_client_sees_the_new_turn_and_its_stream(
 async def test_a_turn_from_the_page_reaches_api_clients(
     api_connect: ApiConnect, connect: Any, user: User, model_server: FakeOpenAI
 ) -> None:
-    from tests.chat import opened as page_opened
-    from tests.chat import send_and_wait
+    from tests.helpers.chat import opened as page_opened
+    from tests.helpers.chat import send_and_wait
 
     model_server.queue(sse(text_stream("From the page.")))
     conversation = await new_conversation(user)
@@ -420,8 +420,8 @@ async def test_a_turn_from_the_page_reaches_api_clients(
 async def test_a_turn_from_an_api_client_reaches_the_page(
     api_connect: ApiConnect, connect: Any, user: User, model_server: FakeOpenAI
 ) -> None:
-    from tests.chat import finished, receive_until
-    from tests.chat import opened as page_opened
+    from tests.helpers.chat import finished, receive_until
+    from tests.helpers.chat import opened as page_opened
 
     model_server.queue(sse(text_stream("From the API.")))
     conversation = await new_conversation(user)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser import MARKS, chromium, conversation_page, site_env
-from tests.fake_openai import FakeOpenAI, sse, text_stream
-from tests.servers import CuttableProxy, cuttable_proxy, daphne, migrate
+from tests.helpers.browser import MARKS, chromium, conversation_page, site_env
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.servers import CuttableProxy, cuttable_proxy, daphne, migrate
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page

@@ -21,7 +21,15 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from tests.fake_openai import Completion, FakeOpenAI, error, sse, text_stream, tool_calls_stream
+from tests.helpers.adapters import of_type, text_of
+from tests.helpers.fake_openai import (
+    Completion,
+    FakeOpenAI,
+    error,
+    sse,
+    text_stream,
+    tool_calls_stream,
+)
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 CALCULATOR = {
@@ -52,14 +60,6 @@ def stream(client: openai.AsyncOpenAI, **options: Any) -> AsyncIterator[Provider
 
 async def collect(client: openai.AsyncOpenAI, **options: Any) -> list[ProviderEvent]:
     return [event async for event in stream(client, **options)]
-
-
-def text_of(events: list[ProviderEvent]) -> str:
-    return "".join(event.text for event in events if isinstance(event, TextDelta))
-
-
-def of_type[T](events: list[ProviderEvent], kind: type[T]) -> list[T]:
-    return [event for event in events if isinstance(event, kind)]
 
 
 async def test_text_streams_in_deltas_then_usage_and_finish(

@@ -20,7 +20,8 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from tests.fake_openai import (
+from tests.helpers.adapters import of_type, text_of
+from tests.helpers.fake_openai import (
     Completion,
     ErrorResponse,
     FakeOpenAI,
@@ -44,14 +45,6 @@ async def client(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
 async def collect(client: openai.AsyncOpenAI) -> list[ProviderEvent]:
     stream = stream_chat_completion(client, model="fake-model", messages=MESSAGES)
     return [event async for event in stream]
-
-
-def text_of(events: list[ProviderEvent]) -> str:
-    return "".join(event.text for event in events if isinstance(event, TextDelta))
-
-
-def of_type[T](events: list[ProviderEvent], kind: type[T]) -> list[T]:
-    return [event for event in events if isinstance(event, kind)]
 
 
 def ready_calls(events: list[ProviderEvent]) -> list[tuple[int, str, str]]:

@@ -24,7 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from conversations import runner
 from conversations.live import drain
 from conversations.models import Message
-from tests.chat import (
+from tests.helpers.chat import (
+    ApiConnect,
+    Connect,
     appended_text,
     assistant_message,
     finished,
@@ -33,9 +35,8 @@ from tests.chat import (
     receive_text,
     receive_until,
 )
-from tests.conftest import ApiConnect, Connect
-from tests.fake_openai import FakeOpenAI, sse, text_stream
-from tests.servers import accepts, daphne_process, manage_shell, migrate
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.servers import accepts, daphne_process, manage_shell, migrate
 
 SEED = """
 from django.contrib.auth.models import User

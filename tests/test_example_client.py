@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
-from tests.servers import ROOT, daphne, free_port, migrate
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.helpers.servers import ROOT, daphne, free_port, migrate
 
 CLIENT = ROOT / "examples" / "chat_client.py"
 

@@ -39,12 +39,18 @@ from websockets.exceptions import ConnectionClosed
 
 from conversations.api.tokens import token_create
 from conversations.models import Conversation, Message
-from tests.chat import appended_text, finished, shown_text
-from tests.conftest import session_cookie
-from tests.fake_openai import FakeOpenAI, sse, text_stream
-from tests.nginx import SHIPPED, main_config, nginx, nginx_binary, nginx_command, site_config
-from tests.servers import daphne_process, free_port
-from tests.workers import Page, shared_server_env
+from tests.helpers.chat import appended_text, finished, session_cookie, shown_text
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.nginx import (
+    SHIPPED,
+    main_config,
+    nginx,
+    nginx_binary,
+    nginx_command,
+    site_config,
+)
+from tests.helpers.servers import daphne_process, free_port
+from tests.helpers.workers import Page, shared_server_env
 
 needs_backends = pytest.mark.skipif(
     not (os.environ.get("REDIS_URL") and os.environ.get("DATABASE_URL", "").startswith("post")),

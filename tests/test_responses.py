@@ -30,7 +30,8 @@ from conversations.streaming.responses import (
     responses_tools,
     stream_response,
 )
-from tests.fake_openai import (
+from tests.helpers.adapters import of_type, text_of
+from tests.helpers.fake_openai import (
     ErrorResponse,
     FakeOpenAI,
     ResponseEvents,
@@ -42,7 +43,6 @@ from tests.fake_openai import (
     response_tool_calls_stream,
     sse,
 )
-from tests.test_chat_completions import of_type, text_of
 
 INPUT = [{"role": "user", "content": "What is 17*23?"}]
 PARAMETERS = {

@@ -26,7 +26,8 @@ from conversations.streaming.responses import (
     responses_tools,
     stream_response,
 )
-from tests.fake_openai import FakeOpenAI, ResponseEvents, response_tool_calls_stream, sse
+from tests.helpers.adapters import of_type
+from tests.helpers.fake_openai import FakeOpenAI, ResponseEvents, response_tool_calls_stream, sse
 
 INPUT = [{"role": "user", "content": "What is 17*23?"}]
 SEVENTEEN = '{"expression": "17*23"}'
@@ -43,10 +44,6 @@ async def client(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
 async def collect(client: openai.AsyncOpenAI, **options: Any) -> list[ProviderEvent]:
     stream = stream_response(client, model="fake-model", input=INPUT, **options)
     return [event async for event in stream]
-
-
-def of_type[T](events: list[ProviderEvent], kind: type[T]) -> list[T]:
-    return [event for event in events if isinstance(event, kind)]
 
 
 def without_output(script: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -29,10 +29,10 @@ from conversations import services
 from conversations.api.tokens import token_create
 from conversations.live import drain
 from conversations.models import Conversation, Message
-from tests.fake_openai import FakeOpenAI, sse, text_stream
-from tests.nginx import nginx
-from tests.servers import serve_workers, wait_until, worker_pids
-from tests.workers import shared_server_env
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.nginx import nginx
+from tests.helpers.servers import serve_workers, wait_until, worker_pids
+from tests.helpers.workers import shared_server_env
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

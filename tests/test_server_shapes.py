@@ -26,7 +26,7 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from tests.fake_openai import (
+from tests.helpers.fake_openai import (
     Completion,
     FakeOpenAI,
     Script,

@@ -10,15 +10,15 @@ import pytest
 from django.contrib.auth.models import User
 
 from conversations.models import Message, ToolCall
-from tests.chat import (
+from tests.helpers.chat import (
+    Connect,
     assistant_message,
     calls_of,
     new_conversation,
     opened,
     send_and_wait,
 )
-from tests.conftest import Connect
-from tests.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
 from tests.test_server_shapes import SHAPES
 
 QUESTION = "What is 2+2, and what time is it in Tokyo?"

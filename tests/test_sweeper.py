@@ -16,7 +16,8 @@ from django.utils import timezone
 from conversations import runner, services
 from conversations.live import sweeper
 from conversations.models import Conversation, Message, ToolCall
-from tests.chat import (
+from tests.helpers.chat import (
+    Connect,
     assistant_message,
     finished,
     new_conversation,
@@ -25,8 +26,7 @@ from tests.chat import (
     receive_until,
     send_and_wait,
 )
-from tests.conftest import Connect
-from tests.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

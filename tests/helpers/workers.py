@@ -11,8 +11,8 @@ from typing import Any
 from django.conf import settings
 from websockets.asyncio.client import ClientConnection
 
-from tests.fake_openai import FakeOpenAI
-from tests.servers import shared_database_url
+from tests.helpers.fake_openai import FakeOpenAI
+from tests.helpers.servers import shared_database_url
 
 
 def shared_server_env(fake_openai: FakeOpenAI) -> dict[str, str]:

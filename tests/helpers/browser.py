@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.chat import browser_sign_up
-from tests.fake_openai import FakeOpenAI
-from tests.servers import daphne, migrate
+from tests.helpers.chat import browser_sign_up
+from tests.helpers.fake_openai import FakeOpenAI
+from tests.helpers.servers import daphne, migrate
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page

@@ -1,0 +1,15 @@
+"""What the test modules share: the loopback model server, sockets and pages, server processes.
+
+- `environment`: the tests' environment, loaded first as a pytest plugin (pyproject's addopts).
+- `fake_openai`: the loopback OpenAI server and the streams it replays.
+- `chat`: chat and API sockets on the ASGI application, and reading their frames.
+- `adapters`: reading the provider events the two adapters yield.
+- `scripted`: scripted providers for the streaming core's loop.
+- `servers`: server processes (Daphne, `manage.py serve`) and the site's environment.
+- `workers`: a chat page's socket to a server process.
+- `browser`: Chromium and a signed-up page.
+- `nginx`: the shipped nginx configuration in front of workers.
+- `crashing_model_server`: a stand-in for llama.cpp's server that segfaults (run as a script).
+
+Fixtures are in tests/conftest.py; nothing here imports it.
+"""
