@@ -1,4 +1,5 @@
-"""Shared fixtures: users, a signed-in WebSocket, and the app pointed at the loopback model."""
+"""The tests' fixtures: users, signed-in sockets, the loopback model server and its SDK client,
+and the app pointed at it. The helpers they use are in tests/helpers/."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.helpers.fake_openai import FakeOpenAI, SilentServer
 
 # Django is imported inside fixtures so the pure streaming-core tests run without it.
 if TYPE_CHECKING:
+    import openai
     from channels.testing import WebsocketCommunicator
     from django.contrib.auth.models import User
 
@@ -166,6 +168,17 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI().start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+async def openai_client(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The real openai SDK's client of `fake_openai`, which never retries."""
+    import openai
+
+    async with openai.AsyncOpenAI(
+        base_url=fake_openai.base_url, api_key="test", max_retries=0
+    ) as client:
+        yield client
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ same transcripts through the chat socket and checks what is stored.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -439,14 +439,6 @@ SHAPES: dict[str, Callable[[], Script]] = {
 }
 
 
-@pytest.fixture
-async def client(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=fake_openai.base_url, api_key="test", max_retries=0
-    ) as client:
-        yield client
-
-
 @dataclass
 class Answer:
     """What a user ends up with: the text, the reasoning, the calls and why it stopped."""
@@ -508,9 +500,9 @@ def assert_well_formed(events: list[ProviderEvent]) -> None:
 
 
 async def test_openai_parallel_calls_interleaved_by_index(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "openai_parallel_calls_interleaved")
+    answer = await answer_to(fake_openai, openai_client, "openai_parallel_calls_interleaved")
 
     assert answer.calls == [
         ("calculator", TWO_PLUS_TWO),
@@ -522,9 +514,11 @@ async def test_openai_parallel_calls_interleaved_by_index(
 
 
 async def test_azure_filter_results_and_usage_chunks_without_choices(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "azure_filter_results_and_chunks_without_choices")
+    answer = await answer_to(
+        fake_openai, openai_client, "azure_filter_results_and_chunks_without_choices"
+    )
 
     assert answer.text == "Bonjour !"
     assert answer.usage == [Usage(12, 3, 15)]
@@ -535,9 +529,9 @@ async def test_azure_filter_results_and_usage_chunks_without_choices(
 
 
 async def test_ollama_without_index_sends_each_call_whole_and_finishes_with_stop(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "ollama_whole_calls_without_index")
+    answer = await answer_to(fake_openai, openai_client, "ollama_whole_calls_without_index")
 
     assert answer.calls == [("calculator", TWO_PLUS_TWO), ("current_time", TOKYO)]
     assert answer.call_ids == ["call_k3m1x2ab", "call_p8v4n0qe"]
@@ -546,9 +540,9 @@ async def test_ollama_without_index_sends_each_call_whole_and_finishes_with_stop
 
 
 async def test_ollama_with_index_zero_for_every_call(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "ollama_index_zero_for_every_call")
+    answer = await answer_to(fake_openai, openai_client, "ollama_index_zero_for_every_call")
 
     assert answer.text == "I'll work out both."
     assert answer.calls == [
@@ -560,9 +554,9 @@ async def test_ollama_with_index_zero_for_every_call(
 
 
 async def test_ollama_reasoning_field_stays_out_of_the_answer(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "ollama_reasoning_field")
+    answer = await answer_to(fake_openai, openai_client, "ollama_reasoning_field")
 
     assert answer.reasoning == "Okay, the user greets me."
     assert answer.text == "Hello!"
@@ -573,9 +567,9 @@ async def test_ollama_reasoning_field_stays_out_of_the_answer(
 
 
 async def test_vllm_calls_without_ids_get_stable_unique_ones(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "vllm_calls_without_ids")
+    answer = await answer_to(fake_openai, openai_client, "vllm_calls_without_ids")
 
     assert answer.calls == [("calculator", TWO_PLUS_TWO), ("current_time", TOKYO)]
     assert all(call_id.startswith("call_") for call_id in answer.call_ids)
@@ -584,9 +578,11 @@ async def test_vllm_calls_without_ids_get_stable_unique_ones(
 
 
 async def test_index_zero_and_ids_only_on_each_calls_first_fragment(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "index_zero_and_ids_only_on_first_fragments")
+    answer = await answer_to(
+        fake_openai, openai_client, "index_zero_and_ids_only_on_first_fragments"
+    )
 
     assert answer.calls == [("calculator", TWO_PLUS_TWO), ("current_time", TOKYO)]
     assert answer.call_ids == [
@@ -596,9 +592,9 @@ async def test_index_zero_and_ids_only_on_each_calls_first_fragment(
 
 
 async def test_neither_ids_nor_indexes_tell_calls_apart_but_new_names_do(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "neither_ids_nor_indexes")
+    answer = await answer_to(fake_openai, openai_client, "neither_ids_nor_indexes")
 
     assert answer.calls == [
         ("calculator", TWO_PLUS_TWO),
@@ -612,9 +608,9 @@ async def test_neither_ids_nor_indexes_tell_calls_apart_but_new_names_do(
 
 
 async def test_llama_cpp_tool_calls_in_the_text_become_calls(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "llama_cpp_tool_calls_in_the_text")
+    answer = await answer_to(fake_openai, openai_client, "llama_cpp_tool_calls_in_the_text")
 
     assert answer.text == "Let me check both.\n"
     assert answer.calls == [("calculator", TWO_PLUS_TWO), ("current_time", TOKYO)]
@@ -624,9 +620,9 @@ async def test_llama_cpp_tool_calls_in_the_text_become_calls(
 
 
 async def test_llama_cpp_think_block_and_malformed_tags(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "llama_cpp_think_block_and_malformed_tags")
+    answer = await answer_to(fake_openai, openai_client, "llama_cpp_think_block_and_malformed_tags")
 
     assert answer.reasoning == "The user wants arithmetic.\n"
     assert answer.text == "Sure.\nI cannot call tools here."
@@ -639,9 +635,9 @@ async def test_llama_cpp_think_block_and_malformed_tags(
 
 
 async def test_a_plain_json_body_is_one_complete_answer(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "plain_json_body_with_calls")
+    answer = await answer_to(fake_openai, openai_client, "plain_json_body_with_calls")
 
     assert fake_openai.requests[0]["stream"] is True
     assert answer.text == "Let me calculate."
@@ -653,9 +649,9 @@ async def test_a_plain_json_body_is_one_complete_answer(
 
 
 async def test_a_plain_json_body_with_text_only(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "plain_json_body_with_text_only")
+    answer = await answer_to(fake_openai, openai_client, "plain_json_body_with_text_only")
 
     assert answer == Answer("Paris.", "", [], [], [], "stop")
 
@@ -664,9 +660,9 @@ async def test_a_plain_json_body_with_text_only(
 
 
 async def test_deepseek_reasoning_content_then_the_answer(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "deepseek_reasoning_content")
+    answer = await answer_to(fake_openai, openai_client, "deepseek_reasoning_content")
 
     assert answer.reasoning == "Hmm, a greeting."
     assert answer.text == "Hi there."
@@ -674,9 +670,9 @@ async def test_deepseek_reasoning_content_then_the_answer(
 
 
 async def test_openrouter_reasoning_with_its_details(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "openrouter_reasoning_with_details")
+    answer = await answer_to(fake_openai, openai_client, "openrouter_reasoning_with_details")
 
     assert answer.reasoning == "Short answer."
     assert answer.text == "42"
@@ -686,9 +682,9 @@ async def test_openrouter_reasoning_with_its_details(
 
 
 async def test_invalid_json_arguments_arrive_intact(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
-    answer = await answer_to(fake_openai, client, "invalid_json_arguments")
+    answer = await answer_to(fake_openai, openai_client, "invalid_json_arguments")
 
     assert answer.calls == [("calculator", UNFINISHED_ARGUMENTS)]
     with pytest.raises(json.JSONDecodeError):
