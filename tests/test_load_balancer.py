@@ -49,8 +49,8 @@ from tests.helpers.nginx import (
     nginx_command,
     site_config,
 )
-from tests.helpers.servers import daphne_process, free_port
-from tests.helpers.workers import Page, shared_server_env
+from tests.helpers.pages import Page
+from tests.helpers.servers import daphne_process, free_port, shared_server_env
 
 needs_backends = pytest.mark.skipif(
     not (os.environ.get("REDIS_URL") and os.environ.get("DATABASE_URL", "").startswith("post")),

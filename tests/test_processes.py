@@ -26,8 +26,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from conversations.models import Conversation, Message, ToolCall
 from tests.helpers.chat import answer_id, appended_text, finished, session_cookie, shown_text
 from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
-from tests.helpers.servers import daphne, daphne_process, shared_database_url
-from tests.helpers.workers import Page, shared_server_env
+from tests.helpers.pages import Page
+from tests.helpers.servers import daphne, daphne_process, shared_database_url, shared_server_env
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

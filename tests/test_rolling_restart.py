@@ -31,8 +31,7 @@ from conversations.live import drain
 from conversations.models import Conversation, Message
 from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
 from tests.helpers.nginx import nginx
-from tests.helpers.servers import serve_workers, wait_until, worker_pids
-from tests.helpers.workers import shared_server_env
+from tests.helpers.servers import serve_workers, shared_server_env, wait_until, worker_pids
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -5,8 +5,8 @@
 - `chat`: chat and API sockets on the ASGI application, and reading their frames.
 - `adapters`: reading the provider events the two adapters yield.
 - `scripted`: scripted providers for the streaming core's loop.
-- `servers`: server processes (Daphne, `manage.py serve`) and the site's environment.
-- `workers`: a chat page's socket to a server process.
+- `servers`: server processes (Daphne, `manage.py serve`) and a site's environment.
+- `pages`: a chat page's socket to a server process.
 - `browser`: Chromium and a signed-up page.
 - `nginx`: the shipped nginx configuration in front of workers.
 - `crashing_model_server`: a stand-in for llama.cpp's server that segfaults (run as a script).

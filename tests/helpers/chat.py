@@ -204,6 +204,14 @@ class ApiSocket:
         await self.communicator.disconnect()
 
 
+async def api_opened(api_connect: ApiConnect, conversation: Conversation, user: User) -> ApiSocket:
+    """A connected API socket whose `ready` event has been read."""
+    socket = await api_connect(conversation, user)
+    ready = await socket.connect()
+    assert ready["type"] == "ready"
+    return socket
+
+
 def answer_finished(frame: dict[str, Any]) -> bool:
     """An event that ends an answer: `message.finished`, or a snapshot of an ended one."""
     return frame["type"] == "message.finished" or (
