@@ -4,6 +4,7 @@
 - `fake_openai`: the loopback OpenAI server and the streams it replays.
 - `chat`: chat and API sockets on the ASGI application, and reading their frames.
 - `adapters`: reading the provider events the two adapters yield.
+- `server_shapes`: the real servers' stream shapes, read from tests/data/server_shapes/.
 - `scripted`: scripted providers for the streaming core's loop.
 - `servers`: server processes (Daphne, `manage.py serve`) and a site's environment.
 - `pages`: a chat page's socket to a server process.
