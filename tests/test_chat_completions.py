@@ -1,19 +1,16 @@
-"""The Chat Completions adapter, driven by the real openai SDK against the loopback server."""
+"""The Chat Completions adapter, driven by the real openai SDK against the loopback server.
+
+What it does as the other adapter does is tested once for both, in tests/test_adapters.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
 
 import openai
-import pytest
 
-from conversations.streaming.chat_completions import ENDED_EARLY, stream_chat_completion
 from conversations.streaming.events import (
     Finished,
-    ProviderEvent,
     StreamError,
     TextDelta,
     ToolArgumentsDelta,
@@ -21,17 +18,15 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from tests.helpers.adapters import of_type, text_of
+from tests.helpers.adapters import CHAT_COMPLETIONS, MESSAGES, of_type, text_of
 from tests.helpers.fake_openai import (
     Completion,
     FakeOpenAI,
-    error,
     sse,
     text_stream,
     tool_calls_stream,
 )
 
-MESSAGES = [{"role": "user", "content": "hi"}]
 CALCULATOR = {
     "type": "function",
     "function": {
@@ -46,12 +41,7 @@ CALCULATOR = {
 }
 
 
-def stream(client: openai.AsyncOpenAI, **options: Any) -> AsyncIterator[ProviderEvent]:
-    return stream_chat_completion(client, model="fake-model", messages=MESSAGES, **options)
-
-
-async def collect(client: openai.AsyncOpenAI, **options: Any) -> list[ProviderEvent]:
-    return [event async for event in stream(client, **options)]
+collect = CHAT_COMPLETIONS.collect
 
 
 async def test_text_streams_in_deltas_then_usage_and_finish(
@@ -235,19 +225,6 @@ async def test_a_chunk_without_choices_first_is_tolerated(
     assert events[-1] == Finished("stop")
 
 
-async def test_upstream_500_becomes_a_readable_error(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(error(500, "The engine is overloaded"))
-
-    events = await collect(openai_client)
-
-    assert len(events) == 1
-    assert isinstance(events[0], StreamError)
-    assert "500" in events[0].message and "The engine is overloaded" in events[0].message
-    assert events[0].details == {"status_code": 500}
-
-
 async def test_an_unreachable_server_becomes_a_readable_error() -> None:
     fake = FakeOpenAI().start()
     base_url = fake.base_url
@@ -258,68 +235,6 @@ async def test_an_unreachable_server_becomes_a_readable_error() -> None:
     assert len(events) == 1
     assert isinstance(events[0], StreamError)
     assert events[0].message.startswith("Could not reach the model server")
-
-
-async def test_a_stream_cut_midway_keeps_the_text_then_errors(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(text_stream("one two three four five six seven"), cut_after=4))
-
-    events = await collect(openai_client)
-
-    assert text_of(events) == "one two three"
-    assert isinstance(events[-1], StreamError)
-    assert not of_type(events, Finished)
-
-
-async def test_a_stream_that_ends_without_a_finish_reason_is_an_error(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(text_stream("one two three four")[:3]))
-
-    events = await collect(openai_client)
-
-    assert text_of(events) == "one two"
-    assert events[-1] == StreamError(ENDED_EARLY)
-
-
-async def test_closing_the_generator_closes_the_upstream_request(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(text_stream(" ".join(["word"] * 200)), delay=0.05))
-    events = cast(AsyncGenerator[ProviderEvent], stream(openai_client))
-
-    received = [await anext(events) for _ in range(3)]
-    await events.aclose()
-
-    assert text_of(received) == "word word word"
-    await fake_openai.wait_for_closed_early()
-    assert fake_openai.closed_early == 1
-
-
-async def test_cancelling_the_consumer_closes_the_upstream_request(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(text_stream(" ".join(["word"] * 200)), delay=0.05))
-    received: list[ProviderEvent] = []
-    three_words = asyncio.Event()
-
-    async def consume() -> None:
-        async for event in stream(openai_client):
-            received.append(event)
-            if len(received) == 3:
-                three_words.set()
-
-    task = asyncio.create_task(consume())
-    await three_words.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-    assert text_of(received).startswith("word word word")
-    assert not of_type(received, Finished)
-    await fake_openai.wait_for_closed_early()
-    assert fake_openai.closed_early == 1
 
 
 async def test_an_empty_queue_answers_500(openai_client: openai.AsyncOpenAI) -> None:

@@ -7,7 +7,7 @@ from typing import Any, cast
 import openai
 import pytest
 
-from conversations.streaming.chat_completions import ENDED_EARLY, stream_chat_completion
+from conversations.streaming.chat_completions import ENDED_EARLY
 from conversations.streaming.events import (
     Finished,
     ProviderEvent,
@@ -19,7 +19,7 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from tests.helpers.adapters import of_type, text_of
+from tests.helpers.adapters import CHAT_COMPLETIONS, of_type, text_of
 from tests.helpers.fake_openai import (
     Completion,
     ErrorResponse,
@@ -30,12 +30,7 @@ from tests.helpers.fake_openai import (
     text_stream,
 )
 
-MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-async def collect(client: openai.AsyncOpenAI) -> list[ProviderEvent]:
-    stream = stream_chat_completion(client, model="fake-model", messages=MESSAGES)
-    return [event async for event in stream]
+collect = CHAT_COMPLETIONS.collect
 
 
 def ready_calls(events: list[ProviderEvent]) -> list[tuple[int, str, str]]:
@@ -79,40 +74,6 @@ async def test_a_stream_cut_midway_says_the_connection_broke_not_that_it_was_unr
         " complete message body (incomplete chunked read)"
     )
     assert error_event.details == {"kind": "connection", "midway": True}
-
-
-async def test_an_unreachable_server_is_a_connection_error_before_any_answer() -> None:
-    fake = FakeOpenAI().start()
-    base_url = fake.base_url
-    fake.stop()
-    async with openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0) as client:
-        [event] = await collect(client)
-
-    assert isinstance(event, StreamError)
-    assert event.message == "Could not reach the model server: All connection attempts failed"
-    assert event.details == {"kind": "connection", "midway": False}
-
-
-async def test_a_chunk_that_is_not_json_ends_the_answer_with_an_error_after_its_text(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse([*text_stream("Half an answer")[:3], "{not json"]))
-
-    events = await collect(openai_client)
-
-    assert text_of(events) == "Half an"
-    assert events[-1] == StreamError("The model server sent a stream chunk that is not valid JSON.")
-    assert not of_type(events, Finished)
-
-
-async def test_an_error_event_in_the_stream_is_reported_with_its_message(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse([{"error": {"message": "Rate limit reached", "type": "requests"}}]))
-
-    events = await collect(openai_client)
-
-    assert events == [StreamError("The model server reported an error: Rate limit reached")]
 
 
 async def test_an_error_status_without_a_message_still_names_the_status(
@@ -299,18 +260,6 @@ async def test_an_error_body_that_is_plain_text_is_shown(
     assert events == [
         StreamError("The model server answered 502: Bad Gateway", {"status_code": 502})
     ]
-
-
-async def test_usage_without_a_total_adds_up_its_parts(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    completion = Completion()
-    usage = {**completion.usage(0, 0), "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
-    fake_openai.queue(sse([*text_stream("Hi.", usage=None), usage]))
-
-    events = await collect(openai_client)
-
-    assert events[-2:] == [Usage(3, 4, 7), Finished("stop")]
 
 
 async def test_a_finish_reason_other_than_stop_is_passed_on(

@@ -1,20 +1,19 @@
-"""The Responses API adapter, driven by the real openai SDK against the loopback server."""
+"""The Responses API adapter, driven by the real openai SDK against the loopback server.
+
+What it does as the other adapter does is tested once for both, in tests/test_adapters.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import openai
 import pytest
 
-from conversations.streaming.chat_completions import ENDED_EARLY
 from conversations.streaming.events import (
     Finished,
-    ProviderEvent,
     ReasoningDelta,
     ResponseDone,
     StreamError,
@@ -28,15 +27,13 @@ from conversations.streaming.responses import (
     chat_messages_to_input,
     function_call_outputs,
     responses_tools,
-    stream_response,
 )
-from tests.helpers.adapters import of_type, text_of
+from tests.helpers.adapters import INPUT, RESPONSES, of_type, text_of
 from tests.helpers.fake_openai import (
     ErrorResponse,
     FakeOpenAI,
     ResponseEvents,
     error,
-    response_error_event,
     response_failed,
     response_incomplete,
     response_text_stream,
@@ -44,7 +41,6 @@ from tests.helpers.fake_openai import (
     sse,
 )
 
-INPUT = [{"role": "user", "content": "What is 17*23?"}]
 PARAMETERS = {
     "type": "object",
     "properties": {"expression": {"type": "string"}},
@@ -64,13 +60,7 @@ FLAT_CALCULATOR = {
 }
 
 
-def stream(client: openai.AsyncOpenAI, **options: Any) -> AsyncIterator[ProviderEvent]:
-    options.setdefault("input", INPUT)
-    return stream_response(client, model="fake-model", **options)
-
-
-async def collect(client: openai.AsyncOpenAI, **options: Any) -> list[ProviderEvent]:
-    return [event async for event in stream(client, **options)]
+collect = RESPONSES.collect
 
 
 def response_id_of(script: list[dict[str, Any]]) -> str:
@@ -355,105 +345,6 @@ async def test_an_error_event_ends_the_stream_with_its_message(
         "The model server reported an error: Rate limit reached.", {"code": "rate_limit_exceeded"}
     )
     assert not of_type(events, Finished)
-
-
-async def test_an_error_event_nested_as_the_live_api_sends_it_is_an_error_too(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(response_error_event("Too Many Requests", nested=True)))
-
-    events = await collect(openai_client)
-
-    assert events == [StreamError("The model server reported an error: Too Many Requests")]
-
-
-async def test_upstream_500_becomes_a_readable_error(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(error(500, "The engine is overloaded"))
-
-    events = await collect(openai_client)
-
-    assert len(events) == 1
-    assert isinstance(events[0], StreamError)
-    assert "500" in events[0].message and "The engine is overloaded" in events[0].message
-    assert events[0].details == {"status_code": 500}
-
-
-async def test_a_stream_cut_midway_keeps_the_text_then_errors(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    script = response_text_stream("one two three four five six seven")
-    # created, in_progress, item added, part added, then three deltas.
-    fake_openai.queue(sse(script, cut_after=7))
-
-    events = await collect(openai_client)
-
-    assert text_of(events) == "one two three"
-    assert isinstance(events[-1], StreamError)
-    assert events[-1].message.startswith("The connection to the model server broke off")
-    assert not of_type(events, Finished)
-
-
-async def test_a_stream_that_ends_without_a_closing_event_is_an_error(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(response_text_stream("one two")[:-1]))
-
-    events = await collect(openai_client)
-
-    assert text_of(events) == "one two"
-    assert events[-1] == StreamError(ENDED_EARLY)
-
-
-async def test_an_event_that_is_not_json_is_an_error(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse([*response_text_stream("one")[:3], "{not json"]))
-
-    events = await collect(openai_client)
-
-    assert isinstance(events[-1], StreamError)
-    assert "not valid JSON" in events[-1].message
-
-
-async def test_closing_the_generator_closes_the_upstream_request(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(response_text_stream(" ".join(["word"] * 200)), delay=0.05))
-    events = cast(AsyncGenerator[ProviderEvent], stream(openai_client))
-
-    received = [await anext(events) for _ in range(3)]
-    await events.aclose()
-
-    assert text_of(received) == "word word word"
-    await fake_openai.wait_for_closed_early()
-    assert fake_openai.closed_early == 1
-
-
-async def test_cancelling_the_consumer_closes_the_upstream_request(
-    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(response_text_stream(" ".join(["word"] * 200)), delay=0.05))
-    received: list[ProviderEvent] = []
-    three_words = asyncio.Event()
-
-    async def consume() -> None:
-        async for event in stream(openai_client):
-            received.append(event)
-            if len(received) == 3:
-                three_words.set()
-
-    task = asyncio.create_task(consume())
-    await three_words.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-    assert text_of(received).startswith("word word word")
-    assert not of_type(received, Finished)
-    await fake_openai.wait_for_closed_early()
-    assert fake_openai.closed_early == 1
 
 
 def test_the_fake_sends_named_events_without_done(fake_openai: FakeOpenAI) -> None:
