@@ -34,7 +34,7 @@ from asgiref.sync import sync_to_async
 from daphne.server import Server
 from django.conf import settings
 from django.contrib.auth.models import User
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from conversations.api.tokens import token_create
@@ -138,7 +138,7 @@ async def open_page(user: User) -> AsyncIterator[Any]:
     """Open a conversation's page through nginx as `user`'s browser does: its HTML, its
     stylesheet, then its socket."""
     cookie = (await sync_to_async(session_cookie)(user)).decode()
-    opened: list[ClientConnection] = []
+    opened: list[Page] = []
 
     async def open_page(site: Site, conversation: Conversation) -> Page:
         html = await asyncio.to_thread(
@@ -146,18 +146,12 @@ async def open_page(user: User) -> AsyncIterator[Any]:
         )
         assert chat_path(conversation) in html
         await asyncio.to_thread(fetch, f"{site.url}/static/chat.css")
-        websocket = await connect(
-            f"ws{site.url.removeprefix('http')}{chat_path(conversation)}",
-            additional_headers={"Cookie": cookie, "Origin": site.url},
-        )
-        opened.append(websocket)
-        page = Page(websocket)
-        await page.until(lambda frame: 'id="messages"' in frame)
-        return page
+        opened.append(await Page.open(site.url, conversation.pk, cookie))
+        return opened[-1]
 
     yield open_page
-    for websocket in opened:
-        await websocket.close()
+    for page in opened:
+        await page.socket.close()
 
 
 @needs_backends

@@ -21,7 +21,6 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.db import connection
-from websockets.asyncio.client import ClientConnection, connect
 
 from conversations.models import Conversation, Message, ToolCall
 from tests.helpers.chat import answer_id, appended_text, finished, session_cookie, shown_text
@@ -51,22 +50,16 @@ def two_processes(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str
 @pytest.fixture
 async def open_page(user: User) -> AsyncIterator[Any]:
     cookie = (await sync_to_async(session_cookie)(user)).decode()
-    opened: list[ClientConnection] = []
+    opened: list[Page] = []
 
     async def open_page(server: str, conversation: Conversation) -> Page:
-        socket = await connect(
-            f"ws{server.removeprefix('http')}/ws/conversations/{conversation.pk}/",
-            # The page's origin is the server's: sockets from another port are refused.
-            additional_headers={"Cookie": cookie, "Origin": server},
-        )
-        opened.append(socket)
-        page = Page(socket)
-        await page.until(lambda frame: 'id="messages"' in frame)
-        return page
+        # The page's origin is the server's: sockets from another port are refused.
+        opened.append(await Page.open(server, conversation.pk, cookie))
+        return opened[-1]
 
     yield open_page
-    for socket in opened:
-        await socket.close()
+    for page in opened:
+        await page.socket.close()
 
 
 async def test_another_process_shows_the_answer_live_and_its_stop_reaches_the_run(
