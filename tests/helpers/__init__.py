@@ -3,7 +3,8 @@
 - `environment`: the tests' environment, loaded first as a pytest plugin (pyproject's addopts).
 - `fake_openai`: the loopback OpenAI server and the streams it replays.
 - `chat`: chat and API sockets on the ASGI application, and reading their frames.
-- `adapters`: reading the provider events the two adapters yield.
+- `adapters`: the two adapters (Chat Completions, Responses) to parametrise over, and reading
+  the provider events they yield.
 - `server_shapes`: the real servers' stream shapes, read from tests/data/server_shapes/.
 - `scripted`: scripted providers for the streaming core's loop.
 - `servers`: server processes (Daphne, `manage.py serve`) and a site's environment.
