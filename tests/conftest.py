@@ -1,22 +1,25 @@
-"""Shared fixtures: users, a signed-in WebSocket, and the app pointed at the loopback model."""
+"""The tests' fixtures: users, signed-in sockets, the loopback model server and its SDK client,
+and the app pointed at it. The helpers they use are in tests/helpers/."""
 
 from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.helpers.fake_openai import FakeOpenAI, SilentServer
+
 # Django is imported inside fixtures so the pure streaming-core tests run without it.
 if TYPE_CHECKING:
+    import openai
     from channels.testing import WebsocketCommunicator
     from django.contrib.auth.models import User
 
     from conversations.models import Conversation
-    from tests.chat import ApiSocket
-    from tests.fake_openai import FakeOpenAI
+    from tests.helpers.chat import ApiConnect, ApiSocket, Connect
 
 
 ORIGIN = (b"origin", b"http://localhost")
@@ -48,17 +51,6 @@ def model_server(fake_openai: FakeOpenAI, settings: Any) -> FakeOpenAI:
     return fake_openai
 
 
-def session_cookie(user: User) -> bytes:
-    from django.test import Client
-
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
-
-
-Connect = Callable[..., Coroutine[Any, Any, "WebsocketCommunicator"]]
-
-
 @pytest.fixture
 async def connect() -> AsyncIterator[Connect]:
     """Open a chat socket as `user` (or anonymously) on the real ASGI application."""
@@ -67,6 +59,7 @@ async def connect() -> AsyncIterator[Connect]:
 
     from chatsite.asgi import application
     from conversations import runner
+    from tests.helpers.chat import session_cookie
 
     opened: list[WebsocketCommunicator] = []
 
@@ -92,9 +85,6 @@ async def connect() -> AsyncIterator[Connect]:
         await communicator.disconnect()
 
 
-ApiConnect = Callable[..., Coroutine[Any, Any, "ApiSocket"]]
-
-
 @pytest.fixture
 async def api_connect() -> AsyncIterator[ApiConnect]:
     """Open an API socket to a conversation (or a conversation id) as `user`.
@@ -107,7 +97,7 @@ async def api_connect() -> AsyncIterator[ApiConnect]:
 
     from conversations import runner
     from conversations.api.routing import api_websocket_urlpatterns
-    from tests.chat import ApiSocket
+    from tests.helpers.chat import ApiSocket
 
     opened: list[ApiSocket] = []
 
@@ -170,3 +160,38 @@ def close_async_db_connections(request: pytest.FixtureRequest) -> Iterator[None]
         from django.db import connections
 
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A started FakeOpenAI (tests/helpers/fake_openai.py), stopped after the test."""
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+async def openai_client(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The real openai SDK's client of `fake_openai`, which never retries."""
+    import openai
+
+    async with openai.AsyncOpenAI(
+        base_url=fake_openai.base_url, api_key="test", max_retries=0
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    """A server that accepts connections and never answers (see `SilentServer`)."""
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def headers_only_server() -> Iterator[SilentServer]:
+    """A server that sends a stream's headers, then nothing."""
+    server = SilentServer(headers=True)
+    yield server
+    server.close()

@@ -15,9 +15,8 @@ from conversations import runner
 from conversations.api.tokens import token_create
 from conversations.models import Conversation, Message
 from conversations.toolbox import toolbox_for
-from tests.chat import new_conversation, opened, receive_text
-from tests.conftest import Connect
-from tests.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.chat import Connect, new_conversation, opened, receive_text
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

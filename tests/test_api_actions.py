@@ -8,17 +8,17 @@ import pytest
 from django.contrib.auth.models import User
 
 from conversations.models import Conversation, Message
-from tests.chat import ApiSocket, answer_finished, api_send_and_wait, new_conversation
-from tests.conftest import ApiConnect
-from tests.fake_openai import FakeOpenAI, error, sse, text_stream
+from tests.helpers.chat import (
+    ApiConnect,
+    ApiSocket,
+    answer_finished,
+    api_opened,
+    api_send_and_wait,
+    new_conversation,
+)
+from tests.helpers.fake_openai import FakeOpenAI, error, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def opened(api_connect: ApiConnect, conversation: Conversation, user: User) -> ApiSocket:
-    socket = await api_connect(conversation, user)
-    assert (await socket.connect())["type"] == "ready"
-    return socket
 
 
 async def act(socket: ApiSocket, frame: dict[str, Any]) -> list[dict[str, Any]]:
@@ -45,8 +45,8 @@ async def test_regenerate_answers_again_and_a_watcher_learns_what_was_superseded
     model_server.queue(sse(text_stream("First try.")))
     model_server.queue(sse(text_stream("Second try.")))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
-    watcher = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
+    watcher = await api_opened(api_connect, conversation, user)
     first = await api_send_and_wait(socket, "Say something", id=1)
     await watcher.receive_until(answer_finished)
 
@@ -74,7 +74,7 @@ async def test_edit_replaces_the_message_and_everything_after_it(
     for text in ("One.", "Two.", "Edited answer."):
         model_server.queue(sse(text_stream(text)))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
     await api_send_and_wait(socket, "first")
     second = await api_send_and_wait(socket, "second")
 
@@ -102,7 +102,7 @@ async def test_retry_after_a_failure_and_continue_after_a_cut_off(
     model_server.queue(sse(text_stream("Worked this time and then", finish_reason="length")))
     model_server.queue(sse(text_stream(" went on to the end.")))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
     failed = await api_send_and_wait(socket, "try it")
     assert failed[-1]["status"] == "failed"
 
@@ -139,7 +139,7 @@ async def test_an_action_that_does_not_apply_is_refused_and_stores_nothing(
 ) -> None:
     model_server.queue(sse(text_stream("A complete answer.")))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
     await api_send_and_wait(socket, "hello")
 
     await socket.send(frame | {"id": "a1"}, valid=code != "invalid_command")
@@ -157,10 +157,10 @@ async def test_someone_elses_message_cannot_be_edited(
 ) -> None:
     model_server.queue(sse(text_stream("Theirs.")))
     theirs = await new_conversation(other_user)
-    their_socket = await opened(api_connect, theirs, other_user)
+    their_socket = await api_opened(api_connect, theirs, other_user)
     sent = await api_send_and_wait(their_socket, "private")
     mine = await new_conversation(user)
-    socket = await opened(api_connect, mine, user)
+    socket = await api_opened(api_connect, mine, user)
 
     await socket.send(
         {"type": "edit", "message_id": sent[0]["user_message"]["id"], "text": "hijacked"}
@@ -177,7 +177,7 @@ async def test_regenerate_before_any_answer_or_while_one_runs_is_refused(
 ) -> None:
     model_server.queue(sse(text_stream(" ".join(["word"] * 100)), delay=0.05))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     await socket.send({"type": "regenerate"})
     assert (await socket.receive())["code"] == "unavailable"

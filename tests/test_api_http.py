@@ -19,9 +19,8 @@ from markdown_it import MarkdownIt
 from conversations import runner
 from conversations.api.tokens import REFUSED, token_create, token_revoke
 from conversations.models import Conversation, Message, ToolCall
-from tests.chat import new_conversation, opened, receive_text
-from tests.conftest import Connect
-from tests.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.chat import Connect, new_conversation, opened, receive_text
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
 
 pytestmark = pytest.mark.django_db
 

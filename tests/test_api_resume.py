@@ -12,25 +12,19 @@ from django.contrib.auth.models import User
 
 from conversations import runner
 from conversations.api.protocol import message_state
-from conversations.models import Conversation, Message
-from tests.chat import (
-    ApiSocket,
+from conversations.models import Message
+from tests.helpers.chat import (
+    ApiConnect,
     answer_finished,
+    api_opened,
     api_send_and_wait,
     new_conversation,
     rebuilt,
     stored_state,
 )
-from tests.conftest import ApiConnect
-from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def opened(api_connect: ApiConnect, conversation: Conversation, user: User) -> ApiSocket:
-    socket = await api_connect(conversation, user)
-    assert (await socket.connect())["type"] == "ready"
-    return socket
 
 
 def long_answer_with_tool_calls(model_server: FakeOpenAI, *, delay: float) -> None:
@@ -58,7 +52,7 @@ async def test_fifty_dropped_connections_lose_and_repeat_nothing(
     rng = random.Random(20261124)
     long_answer_with_tool_calls(model_server, delay=0.02)
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
     await socket.send({"type": "send", "text": "a long one, please"})
     created = await socket.receive()
     message_id = created["message_id"]
@@ -77,7 +71,7 @@ async def test_fifty_dropped_connections_lose_and_repeat_nothing(
             break
         await socket.disconnect()
         drops += 1
-        socket = await opened(api_connect, conversation, user)
+        socket = await api_opened(api_connect, conversation, user)
         after = last_seq(received, message_id)
         await socket.send({"type": "resume", "message_id": message_id, "after": after})
     if not finished:
@@ -101,11 +95,11 @@ async def test_resume_after_any_seq_sends_exactly_the_events_after_it(
 ) -> None:
     long_answer_with_tool_calls(model_server, delay=0.01)
     conversation = await new_conversation(user)
-    sender = await opened(api_connect, conversation, user)
+    sender = await api_opened(api_connect, conversation, user)
     await sender.send({"type": "send", "text": "a long one, please"})
     early = await sender.receive_until(lambda frame: frame["seq"] >= 40)
     message_id = early[0]["message_id"]
-    late = await opened(api_connect, conversation, user)
+    late = await api_opened(api_connect, conversation, user)
 
     # No message_id: the latest answer.
     await late.send({"type": "resume", "after": 23})
@@ -130,13 +124,13 @@ async def test_resume_of_a_finished_answer_is_one_snapshot_when_behind(
     )
     model_server.queue(sse(text_stream("It is 42."), delay=0.01))
     conversation = await new_conversation(user)
-    sender = await opened(api_connect, conversation, user)
+    sender = await api_opened(api_connect, conversation, user)
     first = await api_send_and_wait(sender, "6*7?")
     model_server.queue(sse(text_stream("Still 42.")))
     second = await api_send_and_wait(sender, "sure?")
     message_id, last = first[0]["message_id"], first[-1]["seq"]
     stored = await stored_state(message_id)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     await socket.send({"type": "resume", "message_id": message_id, "after": 0})
     snapshot = await socket.receive()
@@ -165,10 +159,10 @@ async def test_resume_of_a_running_answer_from_zero_replays_it_whole(
 ) -> None:
     model_server.queue(sse(text_stream(" ".join(["word"] * 60)), delay=0.02))
     conversation = await new_conversation(user)
-    sender = await opened(api_connect, conversation, user)
+    sender = await api_opened(api_connect, conversation, user)
     await sender.send({"type": "send", "text": "talk"})
     created = (await sender.receive_until(lambda frame: frame["seq"] >= 10))[0]
-    late = await opened(api_connect, conversation, user)
+    late = await api_opened(api_connect, conversation, user)
     assert late.received[0]["answer"]["status"] == "streaming"
 
     await late.send({"type": "resume", "message_id": created["message_id"], "after": 0})

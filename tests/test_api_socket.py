@@ -15,19 +15,24 @@ from conversations import runner, services
 from conversations.api.consumers import COMMANDS
 from conversations.api.protocol import message_state
 from conversations.models import Conversation, Message, ToolCall
-from tests.chat import (
+from tests.helpers.chat import (
     COMMAND,
     EVENT,
+    ApiConnect,
     ApiSocket,
     answer_finished,
+    api_opened,
     api_send_and_wait,
     assistant_message,
+    finished,
     new_conversation,
+    opened,
     rebuilt,
+    receive_until,
+    send_and_wait,
     stored_state,
 )
-from tests.conftest import ApiConnect
-from tests.fake_openai import (
+from tests.helpers.fake_openai import (
     FakeOpenAI,
     error,
     response_text_stream,
@@ -40,13 +45,6 @@ from tests.fake_openai import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LONG = " ".join(["word"] * 200)
-
-
-async def opened(api_connect: ApiConnect, conversation: Conversation, user: User) -> ApiSocket:
-    socket = await api_connect(conversation, user)
-    ready = await socket.connect()
-    assert ready["type"] == "ready"
-    return socket
 
 
 def of_type(frames: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -70,7 +68,7 @@ async def test_ready_names_the_conversation_and_its_latest_answer(
     )
     model_server.queue(sse(text_stream("Hi.")))
     frames = await api_send_and_wait(socket, "hello")
-    again = await opened(api_connect, conversation, user)
+    again = await api_opened(api_connect, conversation, user)
     assert again.received[0]["answer"] == {
         "message_id": frames[0]["message_id"],
         "status": "complete",
@@ -121,7 +119,7 @@ async def test_send_streams_text_usage_and_a_complete_finish(
     answer = "Seventeen times twenty-three is three hundred and ninety-one."
     model_server.queue(sse(text_stream(answer, usage=(12, 9)), delay=0.02))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     frames = await api_send_and_wait(socket, "What is 17*23?", id=1)
 
@@ -162,7 +160,7 @@ async def test_tool_calls_stream_with_their_arguments_and_statuses(
     )
     model_server.queue(sse(text_stream("391, and it is night in Tokyo.")))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     frames = await api_send_and_wait(socket, "17*23, and the time in Tokyo?")
 
@@ -203,7 +201,7 @@ async def test_reasoning_streams_apart_on_the_api_style_the_send_chose(
     )
     model_server.queue(sse(response_text_stream("Four.")))
     conversation = await new_conversation(user, model="fake-model")
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     frames = await api_send_and_wait(socket, "2+2?", api_style="responses", model="fake-model")
 
@@ -224,7 +222,7 @@ async def test_a_failed_answer_finishes_failed_with_the_reason(
 ) -> None:
     model_server.queue(error(400, "This model does not exist."))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     frames = await api_send_and_wait(socket, "hello")
 
@@ -240,7 +238,7 @@ async def test_a_retried_model_call_says_so(
     model_server.queue(error(429, "Slow down.", headers={"Retry-After": "0.1"}))
     model_server.queue(sse(text_stream("Made it.")))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     frames = await api_send_and_wait(socket, "hello")
 
@@ -263,8 +261,8 @@ async def test_an_answer_waiting_for_the_local_model_is_queued(
     fake_openai.queue(sse(text_stream(" ".join(["first"] * 30)), delay=0.05))
     fake_openai.queue(sse(text_stream("second answer")))
     one, two = await new_conversation(user), await new_conversation(user)
-    first = await opened(api_connect, one, user)
-    second = await opened(api_connect, two, user)
+    first = await api_opened(api_connect, one, user)
+    second = await api_opened(api_connect, two, user)
 
     await first.send({"type": "send", "text": "go first"})
     await first.receive_until(lambda frame: frame["type"] == "text.delta")
@@ -281,8 +279,8 @@ async def test_stop_from_another_client_ends_both_streams_cancelled(
 ) -> None:
     model_server.queue(sse(text_stream(LONG), delay=0.03))
     conversation = await new_conversation(user)
-    sender = await opened(api_connect, conversation, user)
-    watcher = await opened(api_connect, conversation, user)
+    sender = await api_opened(api_connect, conversation, user)
+    watcher = await api_opened(api_connect, conversation, user)
 
     await sender.send({"type": "send", "text": "talk a lot"})
     seen = await watcher.receive_until(lambda frame: frame["type"] == "text.delta")
@@ -327,7 +325,7 @@ async def test_an_answer_whose_process_died_ends_interrupted_for_its_followers(
 ) -> None:
     conversation = await new_conversation(user)
     message = await orphan(conversation, beat_ago=0)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
     assert socket.received[0]["answer"] == {
         "message_id": message.pk,
         "status": "streaming",
@@ -340,7 +338,7 @@ async def test_an_answer_whose_process_died_ends_interrupted_for_its_followers(
     # Its process dies: no save for longer than CHAT_RUN_STALE_AFTER; the next connect sweeps.
     long_ago = timezone.now() - timedelta(seconds=settings.CHAT_RUN_STALE_AFTER + 1)
     await Message.objects.filter(pk=message.pk).aupdate(heartbeat_at=long_ago)
-    await opened(api_connect, conversation, user)
+    await api_opened(api_connect, conversation, user)
     [ended] = await socket.receive_until(answer_finished)
 
     assert ended["type"] == "snapshot" and ended["seq"] > 9
@@ -351,7 +349,7 @@ async def test_an_answer_whose_process_died_ends_interrupted_for_its_followers(
     await message.arefresh_from_db()
     assert message.seq == 7 + services.ENDED_SEQ_STEP == ended["seq"]
     # Resumed later from what it had, a client gets the ended state too.
-    later = await opened(api_connect, conversation, user)
+    later = await api_opened(api_connect, conversation, user)
     await later.send({"type": "resume", "after": 9})
     snapshot = await later.receive()
     assert (snapshot["type"], snapshot["seq"]) == ("snapshot", message.seq)
@@ -363,7 +361,7 @@ async def test_stop_ends_an_answer_no_process_runs_cancelled(
 ) -> None:
     conversation = await new_conversation(user)
     message = await orphan(conversation, beat_ago=0)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
     await socket.send({"type": "resume", "after": 7})
 
     await socket.send({"type": "stop"})
@@ -378,8 +376,8 @@ async def test_a_second_client_sees_the_new_turn_and_its_stream(
 ) -> None:
     model_server.queue(sse(text_stream("One, two, three, four."), delay=0.02))
     conversation = await new_conversation(user)
-    sender = await opened(api_connect, conversation, user)
-    watcher = await opened(api_connect, conversation, user)
+    sender = await api_opened(api_connect, conversation, user)
+    watcher = await api_opened(api_connect, conversation, user)
 
     sent = await api_send_and_wait(sender, "count")
     seen = await watcher.receive_until(answer_finished)
@@ -398,13 +396,10 @@ async def test_a_second_client_sees_the_new_turn_and_its_stream(
 async def test_a_turn_from_the_page_reaches_api_clients(
     api_connect: ApiConnect, connect: Any, user: User, model_server: FakeOpenAI
 ) -> None:
-    from tests.chat import opened as page_opened
-    from tests.chat import send_and_wait
-
     model_server.queue(sse(text_stream("From the page.")))
     conversation = await new_conversation(user)
-    client = await opened(api_connect, conversation, user)
-    page = await page_opened(connect, conversation, user)
+    client = await api_opened(api_connect, conversation, user)
+    page = await opened(connect, conversation, user)
 
     await send_and_wait(page, "hello from the page")
     frames = await client.receive_until(answer_finished)
@@ -420,13 +415,10 @@ async def test_a_turn_from_the_page_reaches_api_clients(
 async def test_a_turn_from_an_api_client_reaches_the_page(
     api_connect: ApiConnect, connect: Any, user: User, model_server: FakeOpenAI
 ) -> None:
-    from tests.chat import finished, receive_until
-    from tests.chat import opened as page_opened
-
     model_server.queue(sse(text_stream("From the API.")))
     conversation = await new_conversation(user)
-    page = await page_opened(connect, conversation, user)
-    client = await opened(api_connect, conversation, user)
+    page = await opened(connect, conversation, user)
+    client = await api_opened(api_connect, conversation, user)
 
     sent = await api_send_and_wait(client, "hello from a program")
     frames = await receive_until(page, finished)
@@ -450,7 +442,7 @@ def test_every_whole_example_in_the_docs_matches_the_schema() -> None:
 
 async def test_ping_gets_pong_with_the_command_id(api_connect: ApiConnect, user: User) -> None:
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     assert await socket.command({"type": "ping", "id": 5}) == {
         "type": "pong",
@@ -497,7 +489,7 @@ async def test_bad_input_gets_a_clear_error_stores_nothing_and_keeps_the_socket(
     api_connect: ApiConnect, user: User, model_server: FakeOpenAI, frame: str, code: str, says: str
 ) -> None:
     conversation = await new_conversation(user, model="fake-model")
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
     try:
         parsed = json.loads(frame)
     except ValueError:
@@ -521,7 +513,7 @@ async def test_bad_input_gets_a_clear_error_stores_nothing_and_keeps_the_socket(
 
 async def test_a_binary_frame_is_refused(api_connect: ApiConnect, user: User) -> None:
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     await socket.send_raw(data=b'{"type": "ping"}')
 
@@ -534,7 +526,7 @@ async def test_a_send_while_an_answer_runs_is_busy(
 ) -> None:
     model_server.queue(sse(text_stream(LONG), delay=0.03))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
     await socket.send({"type": "send", "text": "talk a lot"})
     await socket.receive_until(lambda frame: frame["type"] == "text.delta")
 
@@ -553,7 +545,7 @@ async def test_too_many_messages_are_rate_limited(
     settings.CHAT_MESSAGES_PER_MINUTE = 1
     model_server.queue(sse(text_stream("One.")))
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
     await api_send_and_wait(socket, "one")
 
     refused = await socket.command({"type": "send", "text": "two"})
@@ -567,10 +559,10 @@ async def test_resume_finds_no_answer_outside_this_conversation(
 ) -> None:
     model_server.queue(sse(text_stream("Theirs.")))
     theirs = await new_conversation(other_user)
-    their_socket = await opened(api_connect, theirs, other_user)
+    their_socket = await api_opened(api_connect, theirs, other_user)
     their_frames = await api_send_and_wait(their_socket, "secret")
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     nothing_yet = await socket.command({"type": "resume", "after": 0})
     theirs_refused = await socket.command(
@@ -600,7 +592,7 @@ async def test_approve_of_someone_elses_tool_call_is_not_waiting(
         status=ToolCall.Status.AWAITING_APPROVAL,
     )
     conversation = await new_conversation(user)
-    socket = await opened(api_connect, conversation, user)
+    socket = await api_opened(api_connect, conversation, user)
 
     for kind in ("approve", "deny"):
         refused = await socket.command(
@@ -623,8 +615,8 @@ async def waiting_call(
     )
     model_server.queue(sse(text_stream("Done.")))
     conversation = await new_conversation(user)
-    deciding = await opened(api_connect, conversation, user)
-    watching = await opened(api_connect, conversation, user)
+    deciding = await api_opened(api_connect, conversation, user)
+    watching = await api_opened(api_connect, conversation, user)
     await deciding.send({"type": "send", "text": "rename this"})
     frames = await deciding.receive_until(
         lambda frame: frame.get("status") == "awaiting_approval", timeout=5

@@ -13,9 +13,8 @@ from django.urls import reverse
 
 from conversations import llm
 from conversations.models import Conversation, Message, ToolCall
-from tests.chat import send_and_wait
-from tests.conftest import Connect
-from tests.fake_openai import (
+from tests.helpers.chat import Connect, send_and_wait
+from tests.helpers.fake_openai import (
     ErrorResponse,
     FakeOpenAI,
     response_error_event,
@@ -267,7 +266,7 @@ async def test_one_conversation_switches_between_the_two_api_styles(
 async def test_chat_completions_reasoning_is_kept_out_of_the_answer(
     connect: Connect, user: User, model_server: FakeOpenAI
 ) -> None:
-    from tests.fake_openai import Completion
+    from tests.helpers.fake_openai import Completion
 
     completion = Completion()
     chunks = [

@@ -21,7 +21,8 @@ from conversations.streaming.events import ToolCallReady
 from conversations.streaming.loop import Decision
 from conversations.streaming.responses import chat_messages_to_input
 from conversations.toolbox import toolbox_for
-from tests.chat import (
+from tests.helpers.chat import (
+    Connect,
     assistant_message,
     calls_of,
     finished,
@@ -29,8 +30,7 @@ from tests.chat import (
     opened,
     receive_until,
 )
-from tests.conftest import Connect
-from tests.fake_openai import (
+from tests.helpers.fake_openai import (
     FakeOpenAI,
     response_text_stream,
     response_tool_calls_stream,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import MARKS, chromium, site
-from tests.chat import browser_sign_up
-from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.helpers.browser import MARKS, chromium, site
+from tests.helpers.chat import browser_sign_up
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
 
 pytestmark = MARKS
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.browser import MARKS, chromium, conversation_page, site
-from tests.fake_openai import FakeOpenAI, error, sse, text_stream
+from tests.helpers.browser import MARKS, chromium, conversation_page, site
+from tests.helpers.fake_openai import FakeOpenAI, error, sse, text_stream
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page

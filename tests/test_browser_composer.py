@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser import MARKS, chromium, conversation_page, site_env
-from tests.fake_openai import FakeOpenAI, sse, text_stream
-from tests.servers import CuttableProxy, cuttable_proxy, daphne, migrate
+from tests.helpers.browser import MARKS, chromium, conversation_page
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.servers import CuttableProxy, cuttable_proxy, daphne, migrate, site_env
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
@@ -27,7 +27,7 @@ WORDS = " ".join(f"word{number}" for number in range(60))
 def proxy(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[CuttableProxy]:
     """Daphne on a fresh SQLite file, its model the loopback server, behind a proxy that can
     drop the page's socket."""
-    env = site_env(tmp_path / "db.sqlite3", fake_openai)
+    env = site_env(fake_openai, tmp_path / "db.sqlite3", SECRET_KEY="browser-test")
     migrate(env)
     with daphne(env) as url, cuttable_proxy(url) as proxy:
         yield proxy

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.browser import MARKS, chromium, site
-from tests.browser import signed_up as new_conversation
-from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.helpers.browser import MARKS, chromium, site
+from tests.helpers.browser import signed_up as new_conversation
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

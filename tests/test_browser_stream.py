@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser import MARKS, chromium, conversation_page, send, site
-from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.helpers.browser import MARKS, chromium, conversation_page, send, site
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

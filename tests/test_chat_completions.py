@@ -1,19 +1,16 @@
-"""The Chat Completions adapter, driven by the real openai SDK against the loopback server."""
+"""The Chat Completions adapter, driven by the real openai SDK against the loopback server.
+
+What it does as the other adapter does is tested once for both, in tests/test_adapters.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
 
 import openai
-import pytest
 
-from conversations.streaming.chat_completions import ENDED_EARLY, stream_chat_completion
 from conversations.streaming.events import (
     Finished,
-    ProviderEvent,
     StreamError,
     TextDelta,
     ToolArgumentsDelta,
@@ -21,9 +18,15 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from tests.fake_openai import Completion, FakeOpenAI, error, sse, text_stream, tool_calls_stream
+from tests.helpers.adapters import CHAT_COMPLETIONS, MESSAGES, of_type, text_of
+from tests.helpers.fake_openai import (
+    Completion,
+    FakeOpenAI,
+    sse,
+    text_stream,
+    tool_calls_stream,
+)
 
-MESSAGES = [{"role": "user", "content": "hi"}]
 CALCULATOR = {
     "type": "function",
     "function": {
@@ -38,37 +41,16 @@ CALCULATOR = {
 }
 
 
-@pytest.fixture
-async def client(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=fake_openai.base_url, api_key="test", max_retries=0
-    ) as client:
-        yield client
-
-
-def stream(client: openai.AsyncOpenAI, **options: Any) -> AsyncIterator[ProviderEvent]:
-    return stream_chat_completion(client, model="fake-model", messages=MESSAGES, **options)
-
-
-async def collect(client: openai.AsyncOpenAI, **options: Any) -> list[ProviderEvent]:
-    return [event async for event in stream(client, **options)]
-
-
-def text_of(events: list[ProviderEvent]) -> str:
-    return "".join(event.text for event in events if isinstance(event, TextDelta))
-
-
-def of_type[T](events: list[ProviderEvent], kind: type[T]) -> list[T]:
-    return [event for event in events if isinstance(event, kind)]
+collect = CHAT_COMPLETIONS.collect
 
 
 async def test_text_streams_in_deltas_then_usage_and_finish(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     answer = "The quick brown fox jumps over the lazy dog."
     fake_openai.queue(sse(text_stream(answer, usage=(7, 9))))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert len(of_type(events, TextDelta)) >= 5
     assert text_of(events) == answer
@@ -76,13 +58,13 @@ async def test_text_streams_in_deltas_then_usage_and_finish(
 
 
 async def test_the_request_asks_for_a_stream_with_usage_and_sends_the_tools(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(sse(text_stream("Hello.")))
     fake_openai.queue(sse(text_stream("Hello again.")))
 
-    await collect(client, tools=[CALCULATOR], max_tokens=50)
-    await collect(client, tools=[])
+    await collect(openai_client, tools=[CALCULATOR], max_tokens=50)
+    await collect(openai_client, tools=[])
 
     with_tools, without_tools = fake_openai.requests
     assert with_tools["model"] == "fake-model"
@@ -96,14 +78,14 @@ async def test_the_request_asks_for_a_stream_with_usage_and_sends_the_tools(
 
 
 async def test_one_tool_call_streams_its_arguments_and_is_ready_at_the_end(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     arguments = json.dumps({"expression": "1234 * 5678"})
     chunks = tool_calls_stream([("calculator", arguments)])
     call_id = chunks[1]["choices"][0]["delta"]["tool_calls"][0]["id"]
     fake_openai.queue(sse(chunks))
 
-    events = await collect(client, tools=[CALCULATOR])
+    events = await collect(openai_client, tools=[CALCULATOR])
 
     assert events[0] == ToolCallStarted(0, call_id, "calculator")
     deltas = of_type(events, ToolArgumentsDelta)
@@ -117,7 +99,7 @@ async def test_one_tool_call_streams_its_arguments_and_is_ready_at_the_end(
 
 
 async def test_parallel_calls_interleaved_by_index_assemble_separately(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     calls = [
         ("calculator", json.dumps({"expression": "17*23"})),
@@ -125,7 +107,7 @@ async def test_parallel_calls_interleaved_by_index_assemble_separately(
     ]
     fake_openai.queue(sse(tool_calls_stream(calls, interleave=True)))
 
-    events = await collect(client, tools=[CALCULATOR])
+    events = await collect(openai_client, tools=[CALCULATOR])
 
     started = of_type(events, ToolCallStarted)
     assert [(s.index, s.name) for s in started] == [(0, "calculator"), (1, "current_time")]
@@ -143,33 +125,33 @@ async def test_parallel_calls_interleaved_by_index_assemble_separately(
 
 
 async def test_text_before_a_tool_call_is_streamed_too(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(
         sse(tool_calls_stream([("calculator", '{"expression": "2+2"}')], text_before="Let me see."))
     )
 
-    events = await collect(client, tools=[CALCULATOR])
+    events = await collect(openai_client, tools=[CALCULATOR])
 
     assert text_of(events) == "Let me see."
     assert of_type(events, ToolCallReady)[0].arguments == '{"expression": "2+2"}'
 
 
 async def test_stop_with_tool_calls_is_reported_as_tool_calls(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(
         sse(tool_calls_stream([("calculator", '{"expression": "1+1"}')], finish_reason="stop"))
     )
 
-    events = await collect(client, tools=[CALCULATOR])
+    events = await collect(openai_client, tools=[CALCULATOR])
 
     assert len(of_type(events, ToolCallReady)) == 1
     assert events[-1] == Finished("tool_calls")
 
 
 async def test_arguments_in_the_opening_chunk_and_a_missing_id(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     completion = Completion()
     opening = {"index": 0, "type": "function", "function": {"name": "calculator", "arguments": "{"}}
@@ -184,7 +166,7 @@ async def test_arguments_in_the_opening_chunk_and_a_missing_id(
         )
     )
 
-    events = await collect(client, tools=[CALCULATOR])
+    events = await collect(openai_client, tools=[CALCULATOR])
 
     call_id = of_type(events, ToolCallStarted)[0].call_id
     assert call_id.startswith("call_") and len(call_id) > len("call_")
@@ -198,7 +180,7 @@ async def test_arguments_in_the_opening_chunk_and_a_missing_id(
 
 
 async def test_whole_calls_without_their_own_index_stay_apart(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     # Some local servers send each call whole, with no index or the same index for all.
     completion = Completion()
@@ -214,7 +196,7 @@ async def test_whole_calls_without_their_own_index_stay_apart(
         )
     )
 
-    events = await collect(client, tools=[CALCULATOR])
+    events = await collect(openai_client, tools=[CALCULATOR])
 
     assert of_type(events, ToolCallReady) == [
         ToolCallReady(0, "call_a", "calculator", '{"expression": "1"}'),
@@ -224,7 +206,7 @@ async def test_whole_calls_without_their_own_index_stay_apart(
 
 
 async def test_a_chunk_without_choices_first_is_tolerated(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     # Azure OpenAI opens with the prompt's content-filter results and no choices.
     filter_results = {
@@ -237,23 +219,10 @@ async def test_a_chunk_without_choices_first_is_tolerated(
     }
     fake_openai.queue(sse([filter_results, *text_stream("Still fine.")]))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert text_of(events) == "Still fine."
     assert events[-1] == Finished("stop")
-
-
-async def test_upstream_500_becomes_a_readable_error(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(error(500, "The engine is overloaded"))
-
-    events = await collect(client)
-
-    assert len(events) == 1
-    assert isinstance(events[0], StreamError)
-    assert "500" in events[0].message and "The engine is overloaded" in events[0].message
-    assert events[0].details == {"status_code": 500}
 
 
 async def test_an_unreachable_server_becomes_a_readable_error() -> None:
@@ -268,77 +237,15 @@ async def test_an_unreachable_server_becomes_a_readable_error() -> None:
     assert events[0].message.startswith("Could not reach the model server")
 
 
-async def test_a_stream_cut_midway_keeps_the_text_then_errors(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(text_stream("one two three four five six seven"), cut_after=4))
-
-    events = await collect(client)
-
-    assert text_of(events) == "one two three"
-    assert isinstance(events[-1], StreamError)
-    assert not of_type(events, Finished)
-
-
-async def test_a_stream_that_ends_without_a_finish_reason_is_an_error(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(text_stream("one two three four")[:3]))
-
-    events = await collect(client)
-
-    assert text_of(events) == "one two"
-    assert events[-1] == StreamError(ENDED_EARLY)
-
-
-async def test_closing_the_generator_closes_the_upstream_request(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(text_stream(" ".join(["word"] * 200)), delay=0.05))
-    events = cast(AsyncGenerator[ProviderEvent], stream(client))
-
-    received = [await anext(events) for _ in range(3)]
-    await events.aclose()
-
-    assert text_of(received) == "word word word"
-    await fake_openai.wait_for_closed_early()
-    assert fake_openai.closed_early == 1
-
-
-async def test_cancelling_the_consumer_closes_the_upstream_request(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(text_stream(" ".join(["word"] * 200)), delay=0.05))
-    received: list[ProviderEvent] = []
-    three_words = asyncio.Event()
-
-    async def consume() -> None:
-        async for event in stream(client):
-            received.append(event)
-            if len(received) == 3:
-                three_words.set()
-
-    task = asyncio.create_task(consume())
-    await three_words.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-    assert text_of(received).startswith("word word word")
-    assert not of_type(received, Finished)
-    await fake_openai.wait_for_closed_early()
-    assert fake_openai.closed_early == 1
-
-
-async def test_an_empty_queue_answers_500(client: openai.AsyncOpenAI) -> None:
-    events = await collect(client)
+async def test_an_empty_queue_answers_500(openai_client: openai.AsyncOpenAI) -> None:
+    events = await collect(openai_client)
 
     assert isinstance(events[0], StreamError)
     assert "no scripted response" in events[0].message
 
 
-async def test_the_fake_lists_its_model(client: openai.AsyncOpenAI) -> None:
-    models = await client.models.list()
+async def test_the_fake_lists_its_model(openai_client: openai.AsyncOpenAI) -> None:
+    models = await openai_client.models.list()
 
     assert [model.id async for model in models] == ["fake-model"]
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import openai
 import pytest
 
-from conversations.streaming.chat_completions import ENDED_EARLY, stream_chat_completion
+from conversations.streaming.chat_completions import ENDED_EARLY
 from conversations.streaming.events import (
     Finished,
     ProviderEvent,
@@ -20,7 +19,8 @@ from conversations.streaming.events import (
     ToolCallStarted,
     Usage,
 )
-from tests.fake_openai import (
+from tests.helpers.adapters import CHAT_COMPLETIONS, of_type, text_of
+from tests.helpers.fake_openai import (
     Completion,
     ErrorResponse,
     FakeOpenAI,
@@ -30,28 +30,7 @@ from tests.fake_openai import (
     text_stream,
 )
 
-MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-async def client(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=fake_openai.base_url, api_key="test", max_retries=0
-    ) as client:
-        yield client
-
-
-async def collect(client: openai.AsyncOpenAI) -> list[ProviderEvent]:
-    stream = stream_chat_completion(client, model="fake-model", messages=MESSAGES)
-    return [event async for event in stream]
-
-
-def text_of(events: list[ProviderEvent]) -> str:
-    return "".join(event.text for event in events if isinstance(event, TextDelta))
-
-
-def of_type[T](events: list[ProviderEvent], kind: type[T]) -> list[T]:
-    return [event for event in events if isinstance(event, kind)]
+collect = CHAT_COMPLETIONS.collect
 
 
 def ready_calls(events: list[ProviderEvent]) -> list[tuple[int, str, str]]:
@@ -67,12 +46,12 @@ def calls_stream(*deltas: dict[str, Any], finish_reason: str = "tool_calls") -> 
 
 
 async def test_a_json_body_with_a_charset_is_read_as_the_answer(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     body = Completion().whole({"role": "assistant", "content": "Hello from a plain body."})
     fake_openai.queue(json_body(body, content_type="application/json; charset=utf-8"))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert text_of(events) == "Hello from a plain body."
     assert of_type(events, Usage) == [Usage(10, 20, 30)]
@@ -80,11 +59,11 @@ async def test_a_json_body_with_a_charset_is_read_as_the_answer(
 
 
 async def test_a_stream_cut_midway_says_the_connection_broke_not_that_it_was_unreachable(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(sse(text_stream("one two three four"), cut_after=3))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert text_of(events) == "one two"
     error_event = events[-1]
@@ -97,56 +76,22 @@ async def test_a_stream_cut_midway_says_the_connection_broke_not_that_it_was_unr
     assert error_event.details == {"kind": "connection", "midway": True}
 
 
-async def test_an_unreachable_server_is_a_connection_error_before_any_answer() -> None:
-    fake = FakeOpenAI().start()
-    base_url = fake.base_url
-    fake.stop()
-    async with openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0) as client:
-        [event] = await collect(client)
-
-    assert isinstance(event, StreamError)
-    assert event.message == "Could not reach the model server: All connection attempts failed"
-    assert event.details == {"kind": "connection", "midway": False}
-
-
-async def test_a_chunk_that_is_not_json_ends_the_answer_with_an_error_after_its_text(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse([*text_stream("Half an answer")[:3], "{not json"]))
-
-    events = await collect(client)
-
-    assert text_of(events) == "Half an"
-    assert events[-1] == StreamError("The model server sent a stream chunk that is not valid JSON.")
-    assert not of_type(events, Finished)
-
-
-async def test_an_error_event_in_the_stream_is_reported_with_its_message(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse([{"error": {"message": "Rate limit reached", "type": "requests"}}]))
-
-    events = await collect(client)
-
-    assert events == [StreamError("The model server reported an error: Rate limit reached")]
-
-
 async def test_an_error_status_without_a_message_still_names_the_status(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(error(503, ""))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert events == [StreamError("The model server answered 503.", {"status_code": 503})]
 
 
 async def test_a_long_error_message_is_cut_to_500_characters(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(error(400, "  " + "x" * 600 + "  "))
 
-    [event] = await collect(client)
+    [event] = await collect(openai_client)
 
     assert isinstance(event, StreamError)
     assert event.message == "The model server answered 400: " + "x" * 500
@@ -154,7 +99,7 @@ async def test_a_long_error_message_is_cut_to_500_characters(
 
 @pytest.mark.parametrize("ending", ["cut", "no finish reason"])
 async def test_text_held_back_for_a_possible_tag_is_kept_when_the_stream_breaks(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI, ending: str
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI, ending: str
 ) -> None:
     completion = Completion()
     chunks = [
@@ -164,7 +109,7 @@ async def test_text_held_back_for_a_possible_tag_is_kept_when_the_stream_breaks(
     ]
     fake_openai.queue(sse(chunks, cut_after=3) if ending == "cut" else sse(chunks))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert text_of(events) == "Is 2 <"
     assert isinstance(events[-1], StreamError)
@@ -174,7 +119,7 @@ async def test_text_held_back_for_a_possible_tag_is_kept_when_the_stream_breaks(
 
 @pytest.mark.parametrize("ending", ["cut", "no finish reason"])
 async def test_half_a_tagged_tool_call_at_a_break_is_not_announced(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI, ending: str
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI, ending: str
 ) -> None:
     completion = Completion()
     chunks = [
@@ -183,7 +128,7 @@ async def test_half_a_tagged_tool_call_at_a_break_is_not_announced(
     ]
     fake_openai.queue(sse(chunks, cut_after=2) if ending == "cut" else sse(chunks))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert text_of(events) == "Let me check. "
     assert not of_type(events, ToolCallStarted)
@@ -191,14 +136,14 @@ async def test_half_a_tagged_tool_call_at_a_break_is_not_announced(
 
 
 async def test_the_same_tool_called_twice_without_ids_or_indexes_is_two_calls(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     first = {"function": {"name": "calculator", "arguments": '{"expression": '}}
     rest = {"function": {"arguments": '"1+1"}'}}
     second = {"function": {"name": "calculator", "arguments": '{"expression": "2+2"}'}}
     fake_openai.queue(sse(calls_stream(first, rest, second, finish_reason="stop")))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert ready_calls(events) == [
         (0, "calculator", '{"expression": "1+1"}'),
@@ -210,13 +155,13 @@ async def test_the_same_tool_called_twice_without_ids_or_indexes_is_two_calls(
 
 
 async def test_a_name_repeated_on_every_fragment_continues_the_same_call(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fragments = ['{"expres', 'sion": ', '"3*3"}']
     deltas = [{"function": {"name": "calculator", "arguments": part}} for part in fragments]
     fake_openai.queue(sse(calls_stream(*deltas)))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert ready_calls(events) == [(0, "calculator", '{"expression": "3*3"}')]
     deltas_seen = [d.delta for d in of_type(events, ToolArgumentsDelta)]
@@ -224,7 +169,7 @@ async def test_a_name_repeated_on_every_fragment_continues_the_same_call(
 
 
 async def test_arguments_before_the_name_are_announced_with_the_call(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(
         sse(
@@ -236,7 +181,7 @@ async def test_arguments_before_the_name_are_announced_with_the_call(
         )
     )
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert events == [
         ToolCallStarted(0, "call_x", "calculator"),
@@ -248,7 +193,7 @@ async def test_arguments_before_the_name_are_announced_with_the_call(
 
 
 async def test_an_id_arriving_after_the_call_started_does_not_change_it(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(
         sse(
@@ -259,7 +204,7 @@ async def test_an_id_arriving_after_the_call_started_does_not_change_it(
         )
     )
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     [started] = of_type(events, ToolCallStarted)
     assert started.call_id.startswith("call_") and started.call_id != "call_late"
@@ -270,7 +215,7 @@ async def test_an_id_arriving_after_the_call_started_does_not_change_it(
 
 
 async def test_only_the_first_choice_is_the_answer(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     completion = Completion()
     chunk = completion.chunk({"content": "first"})
@@ -281,7 +226,7 @@ async def test_only_the_first_choice_is_the_answer(
     ]
     fake_openai.queue(sse([chunk, completion.chunk({}, "stop")]))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert events == [TextDelta("first"), Finished("stop")]
 
@@ -295,53 +240,41 @@ async def test_only_the_first_choice_is_the_answer(
     ],
 )
 async def test_usage_takes_the_servers_counts_and_zero_for_the_missing(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI, counts: dict[str, Any], usage: Usage
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI, counts: dict[str, Any], usage: Usage
 ) -> None:
     chunk = {**Completion().usage(0, 0), "usage": counts}
     fake_openai.queue(sse([*text_stream("Hi.", usage=None), chunk]))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert events[-2:] == [usage, Finished("stop")]
 
 
 async def test_an_error_body_that_is_plain_text_is_shown(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(ErrorResponse(502, cast(dict[str, Any], "Bad Gateway")))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert events == [
         StreamError("The model server answered 502: Bad Gateway", {"status_code": 502})
     ]
 
 
-async def test_usage_without_a_total_adds_up_its_parts(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    completion = Completion()
-    usage = {**completion.usage(0, 0), "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
-    fake_openai.queue(sse([*text_stream("Hi.", usage=None), usage]))
-
-    events = await collect(client)
-
-    assert events[-2:] == [Usage(3, 4, 7), Finished("stop")]
-
-
 async def test_a_finish_reason_other_than_stop_is_passed_on(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(sse(text_stream("Once upon a", finish_reason="length", usage=None)))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert text_of(events) == "Once upon a"
     assert events[-1] == Finished("length")
 
 
 async def test_interleaved_calls_told_apart_by_id_alone(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     # A gateway that repeats each call's id on its fragments but sends no index.
     fake_openai.queue(
@@ -355,7 +288,7 @@ async def test_interleaved_calls_told_apart_by_id_alone(
         )
     )
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert of_type(events, ToolCallReady) == [
         ToolCallReady(0, "call_a", "calculator", '{"expression": "1"}'),
@@ -364,7 +297,7 @@ async def test_interleaved_calls_told_apart_by_id_alone(
 
 
 async def test_a_fragment_whose_function_is_null_is_skipped_over(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(
         sse(
@@ -376,7 +309,7 @@ async def test_a_fragment_whose_function_is_null_is_skipped_over(
         )
     )
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert of_type(events, ToolCallReady) == [
         ToolCallReady(0, "call_a", "calculator", '{"expression": "1"}')
@@ -384,7 +317,7 @@ async def test_a_fragment_whose_function_is_null_is_skipped_over(
 
 
 async def test_a_json_body_with_two_broken_calls_of_one_tool_keeps_them_apart(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     broken = {"type": "function", "function": {"name": "calculator", "arguments": '{"e'}}
     message = {"role": "assistant", "content": None, "tool_calls": [broken, broken]}
@@ -392,41 +325,41 @@ async def test_a_json_body_with_two_broken_calls_of_one_tool_keeps_them_apart(
     body["choices"].insert(0, "not a choice")
     fake_openai.queue(json_body(body))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert ready_calls(events) == [(0, "calculator", '{"e'), (1, "calculator", '{"e')]
 
 
 async def test_a_json_body_that_is_not_an_object_is_an_answer_that_ended_early(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(json_body(cast(dict[str, Any], ["not", "an", "object"])))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert events == [StreamError(ENDED_EARLY)]
 
 
 async def test_a_reasoning_field_that_is_not_text_is_passed_over(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     completion = Completion()
     delta = {"reasoning_content": {"type": "summary"}, "reasoning": "Thinking."}
     fake_openai.queue(sse([completion.chunk(delta), *text_stream("Done.")]))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert [e for e in events if isinstance(e, ReasoningDelta)] == [ReasoningDelta("Thinking.")]
     assert text_of(events) == "Done."
 
 
 async def test_an_answer_that_is_json_naming_something_stays_text(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     answer = '{"name": "Ada Lovelace", "arguments": {"born": 1815}}'
     fake_openai.queue(sse(text_stream(answer, pieces=1)))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert text_of(events) == answer
     assert not of_type(events, ToolCallStarted)

@@ -11,7 +11,8 @@ from django.contrib.auth.models import User
 
 from conversations import runner
 from conversations.models import Conversation, Message, ToolCall
-from tests.chat import (
+from tests.helpers.chat import (
+    Connect,
     answer_id,
     appended_text,
     assistant_message,
@@ -24,8 +25,7 @@ from tests.chat import (
     send_and_wait,
     shown_text,
 )
-from tests.conftest import Connect
-from tests.fake_openai import FakeOpenAI, error, sse, text_stream, tool_calls_stream
+from tests.helpers.fake_openai import FakeOpenAI, error, sse, text_stream, tool_calls_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

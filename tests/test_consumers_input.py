@@ -16,9 +16,15 @@ from hypothesis import strategies as st
 
 from conversations import limits, refusals
 from conversations.models import Conversation, Message
-from tests.chat import finished, new_conversation, opened, receive_until, send_and_wait
-from tests.conftest import Connect
-from tests.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.chat import (
+    Connect,
+    finished,
+    new_conversation,
+    opened,
+    receive_until,
+    send_and_wait,
+)
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -133,7 +139,7 @@ async def exchange(socket: WebsocketCommunicator, frame: str | bytes) -> str:
 def connect_sync(request: pytest.FixtureRequest) -> Any:
     """A chat socket driven from a plain (sync) test, on an event loop of its own."""
     from chatsite.asgi import application
-    from tests.conftest import session_cookie
+    from tests.helpers.chat import session_cookie
 
     loop = asyncio.new_event_loop()
     sockets: list[WebsocketCommunicator] = []

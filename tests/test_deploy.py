@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from conversations.models import Conversation
-from tests.servers import ROOT
+from tests.helpers.servers import ROOT
 
 # docs/deploy.md's "Behind HTTPS" settings.
 PRODUCTION = {

@@ -28,7 +28,7 @@ from conversations.live.events import (
 from conversations.streaming.events import Finished, ReasoningDelta, TextDelta, Usage
 from conversations.streaming.loop import ChatCompletionsSession, Decision, run_tool_loop
 from conversations.streaming.tools import Tool, Toolbox, ToolResult
-from tests.scripted import call, scripted
+from tests.helpers.scripted import call, scripted
 
 STARTED = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 

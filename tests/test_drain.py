@@ -7,23 +7,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import json
 import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from conversations import drain, runner
 from conversations.models import Message
-from tests.chat import (
+from tests.helpers.chat import (
+    ApiConnect,
+    Connect,
     appended_text,
     assistant_message,
     finished,
@@ -32,9 +31,9 @@ from tests.chat import (
     receive_text,
     receive_until,
 )
-from tests.conftest import ApiConnect, Connect
-from tests.fake_openai import FakeOpenAI, sse, text_stream
-from tests.servers import accepts, daphne_process, manage_shell, migrate
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.pages import Page
+from tests.helpers.servers import accepts, daphne_process, manage_shell, migrate, site_env
 
 SEED = """
 from django.contrib.auth.models import User
@@ -69,16 +68,9 @@ class Site:
 @pytest.fixture
 def site(tmp_path: Path, fake_openai: FakeOpenAI) -> Site:
     database = tmp_path / "db.sqlite3"
-    env = {
-        "SECRET_KEY": "drain-test",
-        "DATABASE_URL": f"sqlite:///{database}",
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "LLM_MODEL": "fake-model",
-        "LLM_MAX_RETRIES": "0",
-        "CHAT_GENERATE_TITLES": "0",
-        "REDIS_URL": "",
-    }
+    env = site_env(
+        fake_openai, database, SECRET_KEY="drain-test", CHAT_GENERATE_TITLES="0", REDIS_URL=""
+    )
     migrate(env)
     session, conversation = manage_shell(env, SEED).split()
     return Site(env, database, session, int(conversation))
@@ -101,48 +93,6 @@ def served(
         yield found
 
 
-class Page:
-    """A chat page's socket on a served site, keeping every frame it got."""
-
-    def __init__(self, socket: ClientConnection) -> None:
-        self.socket = socket
-        self.frames: list[str] = []
-
-    @classmethod
-    async def open(cls, url: str, site: Site) -> Page:
-        socket = await connect(
-            f"ws{url.removeprefix('http')}/ws/conversations/{site.conversation}/",
-            additional_headers={"Cookie": f"sessionid={site.session}", "Origin": url},
-        )
-        page = cls(socket)
-        await page.until(lambda frame: 'id="messages"' in frame)
-        return page
-
-    async def send(self, frame: dict[str, str]) -> None:
-        await self.socket.send(json.dumps(frame))
-
-    async def until(self, predicate: Callable[[str], bool], timeout: float = 20) -> None:
-        async with asyncio.timeout(timeout):
-            while not self.frames or not predicate(self.frames[-1]):
-                self.frames.append(str(await self.socket.recv()))
-
-    async def shown(self, text: str) -> None:
-        """Wait until the answer's text on the page contains `text`."""
-        await self.until(lambda _: text in self.text())
-
-    async def closed_with(self, timeout: float = 10) -> int:
-        with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(timeout):
-                while True:
-                    self.frames.append(str(await self.socket.recv()))
-        assert closed.value.rcvd is not None, "closed without a close frame"
-        return closed.value.rcvd.code
-
-    def text(self) -> str:
-        """The answer text the page was sent, as it shows it."""
-        return "".join(appended_text(self.frames))
-
-
 def port_of(url: str) -> int:
     return int(url.rpartition(":")[2])
 
@@ -157,7 +107,7 @@ async def test_an_answer_running_at_sigterm_finishes_within_the_grace(
     words = " ".join(f"w{number}" for number in range(60))
     fake_openai.queue(sse(text_stream(words), delay=0.05))
     with served(site, tmp_path, grace=30) as (url, process):
-        page = await Page.open(url, site)
+        page = await Page.open(url, site.conversation, f"sessionid={site.session}", timeout=20)
         await page.send({"message": "count"})
         await page.shown("w5 ")
 
@@ -177,7 +127,7 @@ async def test_an_answer_still_running_after_the_grace_ends_interrupted_with_all
     words = " ".join(f"w{number}" for number in range(2000))
     fake_openai.queue(sse(text_stream(words), delay=0.02))
     with served(site, tmp_path, grace=1.5) as (url, process):
-        page = await Page.open(url, site)
+        page = await Page.open(url, site.conversation, f"sessionid={site.session}", timeout=20)
         await page.send({"message": "count"})
         await page.shown("w20 ")
 
@@ -204,7 +154,7 @@ async def test_a_second_sigterm_interrupts_at_once_and_still_saves(
     words = " ".join(f"w{number}" for number in range(2000))
     fake_openai.queue(sse(text_stream(words), delay=0.02))
     with served(site, tmp_path, grace=120) as (url, process):
-        page = await Page.open(url, site)
+        page = await Page.open(url, site.conversation, f"sessionid={site.session}", timeout=20)
         await page.send({"message": "count"})
         await page.shown("w20 ")
         process.send_signal(signal.SIGTERM)

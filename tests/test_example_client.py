@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
-from tests.servers import ROOT, daphne, free_port, migrate
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.helpers.servers import ROOT, daphne, free_port, migrate, site_env
 
 CLIENT = ROOT / "examples" / "chat_client.py"
 
@@ -24,16 +24,13 @@ CLIENT = ROOT / "examples" / "chat_client.py"
 @pytest.fixture
 def site(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A live server on its own SQLite database with one user; its URL and an API token of hers."""
-    env = {
-        "SECRET_KEY": "example-client-test",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'site.sqlite3'}",
+    env = site_env(
+        fake_openai,
+        tmp_path / "site.sqlite3",
+        SECRET_KEY="example-client-test",
         # The in-memory channel layer: one process.
-        "REDIS_URL": "",
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "LLM_MODEL": "fake-model",
-        "LLM_MAX_RETRIES": "0",
-    }
+        REDIS_URL="",
+    )
     migrate(env)
     manage(
         env,

@@ -14,8 +14,7 @@ from conversations import actions
 from conversations.live.events import StatusChanged, TextAppended, event_to_dict
 from conversations.live.hub import conversation_group
 from conversations.models import Conversation, Message
-from tests.chat import new_conversation, opened
-from tests.conftest import ApiConnect, Connect
+from tests.helpers.chat import ApiConnect, Connect, new_conversation, opened
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

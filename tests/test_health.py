@@ -19,7 +19,7 @@ from django.test import Client
 
 from chatsite.asgi import application
 from conversations import drain
-from tests.servers import accepts, daphne, free_port, wait_until
+from tests.helpers.servers import accepts, daphne, free_port, wait_until
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 

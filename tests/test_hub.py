@@ -19,8 +19,7 @@ from conversations.live import pacer as pacing
 from conversations.live.draft import AnswerDraft
 from conversations.live.events import Event, Snapshot, TextAppended
 from conversations.models import Conversation, Message
-from tests.chat import appended_text, finished, opened, receive_until
-from tests.conftest import Connect
+from tests.helpers.chat import Connect, appended_text, finished, opened, receive_until
 
 
 class Recorder:

@@ -34,17 +34,23 @@ from asgiref.sync import sync_to_async
 from daphne.server import Server
 from django.conf import settings
 from django.contrib.auth.models import User
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from conversations.api.tokens import token_create
 from conversations.models import Conversation, Message
-from tests.chat import appended_text, finished, shown_text
-from tests.conftest import session_cookie
-from tests.fake_openai import FakeOpenAI, sse, text_stream
-from tests.nginx import SHIPPED, main_config, nginx, nginx_binary, nginx_command, site_config
-from tests.servers import daphne_process, free_port
-from tests.workers import Page, shared_server_env
+from tests.helpers.chat import appended_text, finished, session_cookie, shown_text
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.nginx import (
+    SHIPPED,
+    main_config,
+    nginx,
+    nginx_binary,
+    nginx_command,
+    site_config,
+)
+from tests.helpers.pages import Page
+from tests.helpers.servers import daphne_process, free_port, shared_server_env
 
 needs_backends = pytest.mark.skipif(
     not (os.environ.get("REDIS_URL") and os.environ.get("DATABASE_URL", "").startswith("post")),
@@ -132,7 +138,7 @@ async def open_page(user: User) -> AsyncIterator[Any]:
     """Open a conversation's page through nginx as `user`'s browser does: its HTML, its
     stylesheet, then its socket."""
     cookie = (await sync_to_async(session_cookie)(user)).decode()
-    opened: list[ClientConnection] = []
+    opened: list[Page] = []
 
     async def open_page(site: Site, conversation: Conversation) -> Page:
         html = await asyncio.to_thread(
@@ -140,18 +146,12 @@ async def open_page(user: User) -> AsyncIterator[Any]:
         )
         assert chat_path(conversation) in html
         await asyncio.to_thread(fetch, f"{site.url}/static/chat.css")
-        websocket = await connect(
-            f"ws{site.url.removeprefix('http')}{chat_path(conversation)}",
-            additional_headers={"Cookie": cookie, "Origin": site.url},
-        )
-        opened.append(websocket)
-        page = Page(websocket)
-        await page.until(lambda frame: 'id="messages"' in frame)
-        return page
+        opened.append(await Page.open(site.url, conversation.pk, cookie))
+        return opened[-1]
 
     yield open_page
-    for websocket in opened:
-        await websocket.close()
+    for page in opened:
+        await page.socket.close()
 
 
 @needs_backends

@@ -20,11 +20,10 @@ from django.contrib.auth.models import User
 
 from conversations import local_model, runner
 from conversations.models import Conversation, Message
-from tests.chat import appended_text
-from tests.conftest import Connect
+from tests.helpers.chat import Connect, appended_text
 
 ROOT = Path(__file__).resolve().parent.parent
-CRASHING_SERVER = Path(__file__).resolve().parent / "crashing_model_server.py"
+CRASHING_SERVER = Path(__file__).resolve().parent / "helpers" / "crashing_model_server.py"
 
 pytestmark = pytest.mark.local_model
 

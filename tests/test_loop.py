@@ -18,7 +18,7 @@ from conversations.streaming.events import (
 )
 from conversations.streaming.loop import ChatCompletionsSession, LoopOutcome, run_tool_loop
 from conversations.streaming.tools import Tool, Toolbox, ToolResult
-from tests.scripted import Log, call, scripted
+from tests.helpers.scripted import Log, call, scripted
 
 
 def add(a: int, b: int) -> int:

@@ -10,7 +10,7 @@ import pytest
 from conversations.streaming.events import Finished, TextDelta, ToolCallReady
 from conversations.streaming.loop import ChatCompletionsSession, Decision, run_tool_loop
 from conversations.streaming.tools import Tool, Toolbox
-from tests.scripted import Log, call, scripted
+from tests.helpers.scripted import Log, call, scripted
 
 ran: list[str] = []
 

@@ -15,7 +15,7 @@ from conversations.streaming.events import (
 )
 from conversations.streaming.loop import LoopOutcome, ResponsesSession, run_tool_loop
 from conversations.streaming.tools import Tool, Toolbox
-from tests.scripted import Log, call
+from tests.helpers.scripted import Log, call
 
 INPUT = [{"role": "user", "content": "2+3?"}]
 CALL_ITEM = {

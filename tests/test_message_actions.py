@@ -14,9 +14,15 @@ from django.utils import timezone
 
 from conversations import runner, services
 from conversations.models import Conversation, Message
-from tests.chat import finished, new_conversation, opened, receive_until, send_and_wait
-from tests.conftest import Connect
-from tests.fake_openai import (
+from tests.helpers.chat import (
+    Connect,
+    finished,
+    new_conversation,
+    opened,
+    receive_until,
+    send_and_wait,
+)
+from tests.helpers.fake_openai import (
     FakeOpenAI,
     error,
     response_incomplete,

@@ -13,7 +13,9 @@ from prometheus_client import REGISTRY
 from conversations import llm, metrics, runner
 from conversations.live.draft import AnswerDraft, now
 from conversations.models import Message
-from tests.chat import (
+from tests.helpers.chat import (
+    ApiConnect,
+    Connect,
     assistant_message,
     calls_of,
     finished,
@@ -23,8 +25,7 @@ from tests.chat import (
     receive_until,
     send_and_wait,
 )
-from tests.conftest import ApiConnect, Connect
-from tests.fake_openai import (
+from tests.helpers.fake_openai import (
     FakeOpenAI,
     error,
     response_failed,
@@ -33,7 +34,7 @@ from tests.fake_openai import (
     text_stream,
     tool_calls_stream,
 )
-from tests.servers import free_port
+from tests.helpers.servers import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

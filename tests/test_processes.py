@@ -21,14 +21,12 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.db import connection
-from websockets.asyncio.client import ClientConnection, connect
 
 from conversations.models import Conversation, Message, ToolCall
-from tests.chat import answer_id, appended_text, finished, shown_text
-from tests.conftest import session_cookie
-from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
-from tests.servers import daphne, daphne_process, shared_database_url
-from tests.workers import Page, shared_server_env
+from tests.helpers.chat import answer_id, appended_text, finished, session_cookie, shown_text
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.helpers.pages import Page
+from tests.helpers.servers import daphne, daphne_process, shared_database_url, shared_server_env
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -52,22 +50,16 @@ def two_processes(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str
 @pytest.fixture
 async def open_page(user: User) -> AsyncIterator[Any]:
     cookie = (await sync_to_async(session_cookie)(user)).decode()
-    opened: list[ClientConnection] = []
+    opened: list[Page] = []
 
     async def open_page(server: str, conversation: Conversation) -> Page:
-        socket = await connect(
-            f"ws{server.removeprefix('http')}/ws/conversations/{conversation.pk}/",
-            # The page's origin is the server's: sockets from another port are refused.
-            additional_headers={"Cookie": cookie, "Origin": server},
-        )
-        opened.append(socket)
-        page = Page(socket)
-        await page.until(lambda frame: 'id="messages"' in frame)
-        return page
+        # The page's origin is the server's: sockets from another port are refused.
+        opened.append(await Page.open(server, conversation.pk, cookie))
+        return opened[-1]
 
     yield open_page
-    for socket in opened:
-        await socket.close()
+    for page in opened:
+        await page.socket.close()
 
 
 async def test_another_process_shows_the_answer_live_and_its_stop_reaches_the_run(

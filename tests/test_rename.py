@@ -12,9 +12,8 @@ from django.contrib.auth.models import User
 
 from conversations import refusals, services
 from conversations.models import Conversation
-from tests.chat import new_conversation, opened, receive_until
-from tests.conftest import ApiConnect, Connect
-from tests.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.helpers.chat import ApiConnect, Connect, new_conversation, opened, receive_until
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
 
 TOOL_CALL = re.compile(r'name="tool_call" value="(\d+:\d+:\d+)"')
 

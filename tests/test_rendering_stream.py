@@ -81,8 +81,8 @@ def streamed_pieces(text: str, size: int) -> list[str]:
     return [text[at : at + size] for at in range(0, len(text), size)]
 
 
-class Page:
-    """The text elements of one answer as the fragments leave them."""
+class ShownAnswer:
+    """The text elements of one answer as the fragments leave them on the page."""
 
     def __init__(self, message_id: int) -> None:
         self.markdown = ""
@@ -118,7 +118,7 @@ def text_events(answer: AnswerDraft, pieces: list[str]) -> list[list[Event]]:
 @pytest.mark.parametrize("size", [1, 3, 7, 40, 1000])
 def test_streamed_blocks_are_rendered_as_the_finished_answer_renders_them(size: int) -> None:
     answer = new_answer()
-    page = Page(answer.id)
+    page = ShownAnswer(answer.id)
     states = set()
     for batch in text_events(answer, streamed_pieces(ANSWER, size)):
         page.apply(render_events(answer, batch))
@@ -153,7 +153,7 @@ def test_text_without_a_new_line_is_only_appended() -> None:
 
 def test_text_before_tool_calls_becomes_markdown_when_they_start() -> None:
     answer = new_answer()
-    page = Page(answer.id)
+    page = ShownAnswer(answer.id)
     page.apply(render_events(answer, [TextAppended(1, "Let me *check*")]))
     assert page.markdown == ""
     fragments = render_events(
@@ -173,7 +173,7 @@ def test_a_page_that_joins_late_continues_from_the_split_it_was_shown() -> None:
     # A page shown the answer from its state (a reconnect) mirrors a new draft.
     mirror = AnswerDraft.from_state(answer.state(), seq=answer.seq)
     loaded = render_streaming(mirror.content)
-    page = Page(mirror.id)
+    page = ShownAnswer(mirror.id)
     page.markdown, page.tail = str(loaded.stable), loaded.tail
     page.apply(render_events(mirror, [TextAppended(2, "\n\nThree\n")]))
     assert page.markdown == str(render_markdown("One\n\nTwo\n\n"))

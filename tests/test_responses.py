@@ -1,20 +1,19 @@
-"""The Responses API adapter, driven by the real openai SDK against the loopback server."""
+"""The Responses API adapter, driven by the real openai SDK against the loopback server.
+
+What it does as the other adapter does is tested once for both, in tests/test_adapters.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import openai
 import pytest
 
-from conversations.streaming.chat_completions import ENDED_EARLY
 from conversations.streaming.events import (
     Finished,
-    ProviderEvent,
     ReasoningDelta,
     ResponseDone,
     StreamError,
@@ -28,23 +27,20 @@ from conversations.streaming.responses import (
     chat_messages_to_input,
     function_call_outputs,
     responses_tools,
-    stream_response,
 )
-from tests.fake_openai import (
+from tests.helpers.adapters import INPUT, RESPONSES, of_type, text_of
+from tests.helpers.fake_openai import (
     ErrorResponse,
     FakeOpenAI,
     ResponseEvents,
     error,
-    response_error_event,
     response_failed,
     response_incomplete,
     response_text_stream,
     response_tool_calls_stream,
     sse,
 )
-from tests.test_chat_completions import of_type, text_of
 
-INPUT = [{"role": "user", "content": "What is 17*23?"}]
 PARAMETERS = {
     "type": "object",
     "properties": {"expression": {"type": "string"}},
@@ -64,21 +60,7 @@ FLAT_CALCULATOR = {
 }
 
 
-@pytest.fixture
-async def client(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=fake_openai.base_url, api_key="test", max_retries=0
-    ) as client:
-        yield client
-
-
-def stream(client: openai.AsyncOpenAI, **options: Any) -> AsyncIterator[ProviderEvent]:
-    options.setdefault("input", INPUT)
-    return stream_response(client, model="fake-model", **options)
-
-
-async def collect(client: openai.AsyncOpenAI, **options: Any) -> list[ProviderEvent]:
-    return [event async for event in stream(client, **options)]
+collect = RESPONSES.collect
 
 
 def response_id_of(script: list[dict[str, Any]]) -> str:
@@ -95,13 +77,13 @@ def call_ids_of(script: list[dict[str, Any]]) -> list[str]:
 
 
 async def test_text_streams_in_deltas_then_the_response_usage_and_finish(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     answer = "The quick brown fox jumps over the lazy dog."
     script = response_text_stream(answer, usage=(7, 9))
     fake_openai.queue(sse(script))
 
-    events = await collect(client, instructions="Be brief.", max_output_tokens=50)
+    events = await collect(openai_client, instructions="Be brief.", max_output_tokens=50)
 
     assert len(of_type(events, TextDelta)) >= 5
     assert text_of(events) == answer
@@ -124,13 +106,13 @@ async def test_text_streams_in_deltas_then_the_response_usage_and_finish(
 
 
 async def test_one_function_call_streams_its_arguments_and_is_ready_at_the_end(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     arguments = json.dumps({"expression": "17 * 23"})
     script = response_tool_calls_stream([("calculator", arguments)])
     fake_openai.queue(sse(script))
 
-    events = await collect(client, tools=[FLAT_CALCULATOR])
+    events = await collect(openai_client, tools=[FLAT_CALCULATOR])
 
     [call_id] = call_ids_of(script)
     assert events[0] == ToolCallStarted(0, call_id, "calculator")
@@ -148,7 +130,7 @@ async def test_one_function_call_streams_its_arguments_and_is_ready_at_the_end(
 
 @pytest.mark.parametrize("interleave", [False, True])
 async def test_parallel_calls_assemble_separately(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI, interleave: bool
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI, interleave: bool
 ) -> None:
     calls = [
         ("calculator", json.dumps({"expression": "17*23"})),
@@ -157,7 +139,7 @@ async def test_parallel_calls_assemble_separately(
     script = response_tool_calls_stream(calls, text_before="Two things.", interleave=interleave)
     fake_openai.queue(sse(script))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert text_of(events) == "Two things."
     started = of_type(events, ToolCallStarted)
@@ -179,7 +161,7 @@ async def test_parallel_calls_assemble_separately(
 
 
 async def test_arguments_sent_only_whole_still_reach_the_card(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     arguments = json.dumps({"expression": "2+2"})
     script = response_tool_calls_stream([("calculator", arguments)])
@@ -187,7 +169,7 @@ async def test_arguments_sent_only_whole_still_reach_the_card(
         sse([e for e in script if e["type"] != "response.function_call_arguments.delta"])
     )
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     [call_id] = call_ids_of(script)
     assert of_type(events, ToolArgumentsDelta) == [ToolArgumentsDelta(0, arguments)]
@@ -195,19 +177,19 @@ async def test_arguments_sent_only_whole_still_reach_the_card(
 
 
 async def test_a_continuation_sends_the_previous_response_id_and_the_outputs(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     first = response_tool_calls_stream([("calculator", '{"expression": "17*23"}')])
     fake_openai.queue(sse(first))
     fake_openai.queue(sse(response_text_stream("17*23 is 391.")))
     tools = responses_tools([CALCULATOR])
 
-    events = await collect(client, tools=tools)
+    events = await collect(openai_client, tools=tools)
     [done] = of_type(events, ResponseDone)
     [call] = of_type(events, ToolCallReady)
     outputs = function_call_outputs([(call.call_id, "391")])
     answer = await collect(
-        client, input=outputs, tools=tools, previous_response_id=done.response_id
+        openai_client, input=outputs, tools=tools, previous_response_id=done.response_id
     )
 
     assert text_of(answer) == "17*23 is 391."
@@ -223,7 +205,7 @@ async def test_a_continuation_sends_the_previous_response_id_and_the_outputs(
 
 
 async def test_without_store_the_whole_input_is_replayed_with_encrypted_reasoning(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     first = response_tool_calls_stream(
         [("calculator", '{"expression": "17*23"}')],
@@ -233,11 +215,11 @@ async def test_without_store_the_whole_input_is_replayed_with_encrypted_reasonin
     fake_openai.queue(sse(first))
     fake_openai.queue(sse(response_text_stream("391.")))
 
-    events = await collect(client, store=False)
+    events = await collect(openai_client, store=False)
     [done] = of_type(events, ResponseDone)
     [call] = of_type(events, ToolCallReady)
     replay = [*INPUT, *done.output, *function_call_outputs([(call.call_id, "391")])]
-    answer = await collect(client, input=replay, store=False)
+    answer = await collect(openai_client, input=replay, store=False)
 
     assert text_of(answer) == "391."
     reasoning, function_call = done.output
@@ -255,12 +237,12 @@ async def test_without_store_the_whole_input_is_replayed_with_encrypted_reasonin
 
 
 async def test_a_reasoning_summary_streams_as_reasoning_apart_from_the_text(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     parts = ["**Reading the question**\nA product.", "**Computing**\n17*23 = 391."]
     fake_openai.queue(sse(response_text_stream("391.", reasoning=parts)))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     reasoning = "".join(event.text for event in of_type(events, ReasoningDelta))
     assert reasoning == "\n\n".join(parts)
@@ -271,14 +253,14 @@ async def test_a_reasoning_summary_streams_as_reasoning_apart_from_the_text(
 
 
 async def test_raw_reasoning_text_streams_as_reasoning(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     response = ResponseEvents()
     response.reasoning_text("The user wants a product. 17*23 = 391.")
     response.message("391.")
     fake_openai.queue(sse(response.completed()))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     reasoning = "".join(event.text for event in of_type(events, ReasoningDelta))
     assert reasoning == "The user wants a product. 17*23 = 391."
@@ -286,12 +268,12 @@ async def test_raw_reasoning_text_streams_as_reasoning(
 
 
 async def test_an_incomplete_response_keeps_its_text_and_says_why(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     script = response_incomplete("The answer begins and then", usage=(5, 50))
     fake_openai.queue(sse(script))
 
-    events = await collect(client, max_output_tokens=50)
+    events = await collect(openai_client, max_output_tokens=50)
 
     assert text_of(events) == "The answer begins and then"
     assert not of_type(events, StreamError)
@@ -301,26 +283,26 @@ async def test_an_incomplete_response_keeps_its_text_and_says_why(
 
 
 async def test_a_completed_event_with_an_incomplete_response_says_why_too(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     script = response_incomplete("Cut", usage=(5, 50), event="response.completed")
     fake_openai.queue(sse(script))
 
-    events = await collect(client, max_output_tokens=50)
+    events = await collect(openai_client, max_output_tokens=50)
 
     assert text_of(events) == "Cut"
     assert events[-2:] == [Usage(5, 50, 55), Finished("max_output_tokens")]
 
 
 async def test_a_server_without_the_responses_api_suggests_chat_completions(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     # FastAPI's answer to a route it does not have (vLLM, LiteLLM, llama.cpp's Python server).
     fake_openai.queue(ErrorResponse(404, {"detail": "Not Found"}))
     fake_openai.queue(error(404, "The model `gpt-9` does not exist."))
 
-    [no_route] = await collect(client)
-    [no_model] = await collect(client)
+    [no_route] = await collect(openai_client)
+    [no_model] = await collect(openai_client)
 
     assert isinstance(no_route, StreamError)
     assert no_route.message == (
@@ -333,11 +315,11 @@ async def test_a_server_without_the_responses_api_suggests_chat_completions(
 
 
 async def test_a_failed_response_keeps_the_text_and_errors(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(sse(response_failed("The engine broke down.", text_before="Let me")))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert text_of(events) == "Let me"
     assert events[-1] == StreamError(
@@ -347,7 +329,7 @@ async def test_a_failed_response_keeps_the_text_and_errors(
 
 
 async def test_an_error_event_ends_the_stream_with_its_message(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     response = ResponseEvents()
     response.message("Half an")
@@ -356,112 +338,13 @@ async def test_an_error_event_ends_the_stream_with_its_message(
     script.append({**response.response("completed"), "type": "response.completed"})
     fake_openai.queue(sse(script))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert text_of(events) == "Half an"
     assert events[-1] == StreamError(
         "The model server reported an error: Rate limit reached.", {"code": "rate_limit_exceeded"}
     )
     assert not of_type(events, Finished)
-
-
-async def test_an_error_event_nested_as_the_live_api_sends_it_is_an_error_too(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(response_error_event("Too Many Requests", nested=True)))
-
-    events = await collect(client)
-
-    assert events == [StreamError("The model server reported an error: Too Many Requests")]
-
-
-async def test_upstream_500_becomes_a_readable_error(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(error(500, "The engine is overloaded"))
-
-    events = await collect(client)
-
-    assert len(events) == 1
-    assert isinstance(events[0], StreamError)
-    assert "500" in events[0].message and "The engine is overloaded" in events[0].message
-    assert events[0].details == {"status_code": 500}
-
-
-async def test_a_stream_cut_midway_keeps_the_text_then_errors(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    script = response_text_stream("one two three four five six seven")
-    # created, in_progress, item added, part added, then three deltas.
-    fake_openai.queue(sse(script, cut_after=7))
-
-    events = await collect(client)
-
-    assert text_of(events) == "one two three"
-    assert isinstance(events[-1], StreamError)
-    assert events[-1].message.startswith("The connection to the model server broke off")
-    assert not of_type(events, Finished)
-
-
-async def test_a_stream_that_ends_without_a_closing_event_is_an_error(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(response_text_stream("one two")[:-1]))
-
-    events = await collect(client)
-
-    assert text_of(events) == "one two"
-    assert events[-1] == StreamError(ENDED_EARLY)
-
-
-async def test_an_event_that_is_not_json_is_an_error(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse([*response_text_stream("one")[:3], "{not json"]))
-
-    events = await collect(client)
-
-    assert isinstance(events[-1], StreamError)
-    assert "not valid JSON" in events[-1].message
-
-
-async def test_closing_the_generator_closes_the_upstream_request(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(response_text_stream(" ".join(["word"] * 200)), delay=0.05))
-    events = cast(AsyncGenerator[ProviderEvent], stream(client))
-
-    received = [await anext(events) for _ in range(3)]
-    await events.aclose()
-
-    assert text_of(received) == "word word word"
-    await fake_openai.wait_for_closed_early()
-    assert fake_openai.closed_early == 1
-
-
-async def test_cancelling_the_consumer_closes_the_upstream_request(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
-) -> None:
-    fake_openai.queue(sse(response_text_stream(" ".join(["word"] * 200)), delay=0.05))
-    received: list[ProviderEvent] = []
-    three_words = asyncio.Event()
-
-    async def consume() -> None:
-        async for event in stream(client):
-            received.append(event)
-            if len(received) == 3:
-                three_words.set()
-
-    task = asyncio.create_task(consume())
-    await three_words.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-    assert text_of(received).startswith("word word word")
-    assert not of_type(received, Finished)
-    await fake_openai.wait_for_closed_early()
-    assert fake_openai.closed_early == 1
 
 
 def test_the_fake_sends_named_events_without_done(fake_openai: FakeOpenAI) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -11,7 +10,6 @@ import pytest
 
 from conversations.streaming.events import (
     Finished,
-    ProviderEvent,
     ReasoningDelta,
     ResponseDone,
     StreamError,
@@ -19,34 +17,18 @@ from conversations.streaming.events import (
     ToolArgumentsDelta,
     ToolCallReady,
     ToolCallStarted,
-    Usage,
 )
 from conversations.streaming.responses import (
     chat_messages_to_input,
     responses_tools,
-    stream_response,
 )
-from tests.fake_openai import FakeOpenAI, ResponseEvents, response_tool_calls_stream, sse
+from tests.helpers.adapters import RESPONSES, of_type
+from tests.helpers.fake_openai import FakeOpenAI, ResponseEvents, response_tool_calls_stream, sse
 
-INPUT = [{"role": "user", "content": "What is 17*23?"}]
 SEVENTEEN = '{"expression": "17*23"}'
 
 
-@pytest.fixture
-async def client(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=fake_openai.base_url, api_key="test", max_retries=0
-    ) as client:
-        yield client
-
-
-async def collect(client: openai.AsyncOpenAI, **options: Any) -> list[ProviderEvent]:
-    stream = stream_response(client, model="fake-model", input=INPUT, **options)
-    return [event async for event in stream]
-
-
-def of_type[T](events: list[ProviderEvent], kind: type[T]) -> list[T]:
-    return [event for event in events if isinstance(event, kind)]
+collect = RESPONSES.collect
 
 
 def without_output(script: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -56,14 +38,14 @@ def without_output(script: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def test_a_closing_event_without_output_falls_back_to_the_streamed_items(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     script = response_tool_calls_stream(
         [("calculator", SEVENTEEN), ("calculator", '{"expression": "1+1"}')], text_before="Hm."
     )
     fake_openai.queue(sse(without_output(script)))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     ready = of_type(events, ToolCallReady)
     assert [(r.index, r.name, r.arguments) for r in ready] == [
@@ -79,7 +61,7 @@ async def test_a_closing_event_without_output_falls_back_to_the_streamed_items(
 
 
 async def test_a_call_known_only_from_its_finished_item_still_runs(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     # Only the closing event carries the call: nothing about it streamed.
     script = response_tool_calls_stream([("calculator", SEVENTEEN)])
@@ -87,7 +69,7 @@ async def test_a_call_known_only_from_its_finished_item_still_runs(
     kept = [e for e in kept if not e["type"].startswith("response.function_call_arguments")]
     fake_openai.queue(sse(kept))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     [started] = of_type(events, ToolCallStarted)
     assert (started.index, started.name) == (0, "calculator")
@@ -98,7 +80,7 @@ async def test_a_call_known_only_from_its_finished_item_still_runs(
 
 
 async def test_a_call_without_a_call_id_gets_one(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     script = response_tool_calls_stream([("calculator", SEVENTEEN)])
     for event in script:
@@ -108,7 +90,7 @@ async def test_a_call_without_a_call_id_gets_one(
             item.pop("call_id", None)
     fake_openai.queue(sse(script))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     [started] = of_type(events, ToolCallStarted)
     assert started.call_id.startswith("call_") and len(started.call_id) == len("call_") + 24
@@ -118,7 +100,7 @@ async def test_a_call_without_a_call_id_gets_one(
 
 
 async def test_arguments_deltas_without_an_item_id_follow_the_output_index(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     response = ResponseEvents()
     response.message("Sure.")
@@ -129,7 +111,7 @@ async def test_arguments_deltas_without_an_item_id_follow_the_output_index(
             event["item_id"] = ""
     fake_openai.queue(sse(script))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     deltas = of_type(events, ToolArgumentsDelta)
     assert len(deltas) == 3
@@ -139,7 +121,7 @@ async def test_arguments_deltas_without_an_item_id_follow_the_output_index(
 
 
 async def test_final_arguments_that_differ_from_the_deltas_replace_them(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     script = response_tool_calls_stream([("calculator", SEVENTEEN)], pieces=2)
     for event in script:
@@ -147,7 +129,7 @@ async def test_final_arguments_that_differ_from_the_deltas_replace_them(
             event["delta"] = event["delta"].replace("17", "71")
     fake_openai.queue(sse(script))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert "".join(d.delta for d in of_type(events, ToolArgumentsDelta)) == SEVENTEEN.replace(
         "17", "71"
@@ -156,14 +138,14 @@ async def test_final_arguments_that_differ_from_the_deltas_replace_them(
 
 
 async def test_reasoning_parts_are_separated_by_a_blank_line_once_each(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     response = ResponseEvents()
     response.reasoning_summary(["First thought.", "Second thought."], pieces=2)
     response.message("Done.")
     fake_openai.queue(sse(response.completed()))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     reasoning = [e.text for e in of_type(events, ReasoningDelta)]
     assert reasoning.count("\n\n") == 1
@@ -171,53 +153,38 @@ async def test_reasoning_parts_are_separated_by_a_blank_line_once_each(
     assert "".join(e.text for e in of_type(events, TextDelta)) == "Done."
 
 
-@pytest.mark.parametrize(("counts", "usage"), [((4, 5), Usage(4, 5, 9)), ((0, 0), Usage(0, 0, 0))])
-async def test_usage_without_a_total_adds_up_its_parts(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI, counts: tuple[int, int], usage: Usage
-) -> None:
-    response = ResponseEvents()
-    response.message("Hi.")
-    script = response.completed(usage=counts)
-    script[-1]["response"]["usage"]["total_tokens"] = 0
-    fake_openai.queue(sse(script))
-
-    events = await collect(client)
-
-    assert events[-2:] == [usage, Finished("stop")]
-
-
 async def test_a_failure_without_details_still_says_the_model_failed(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     response = ResponseEvents()
     response.emit("response.failed", response=response.response("failed"))
     fake_openai.queue(sse(response.events))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert events == [StreamError("The model failed.")]
 
 
 async def test_an_error_event_without_a_code_has_no_details(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     fake_openai.queue(sse(ResponseEvents().error("Something odd.")))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert events == [StreamError("The model server reported an error: Something odd.")]
 
 
 async def test_the_request_carries_instructions_and_a_token_limit_only_when_given(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     for _ in range(2):
         response = ResponseEvents()
         response.message("Hi.")
         fake_openai.queue(sse(response.completed()))
 
-    await collect(client, instructions="Be brief.", max_output_tokens=64, store=True)
-    await collect(client)
+    await collect(openai_client, instructions="Be brief.", max_output_tokens=64, store=True)
+    await collect(openai_client)
 
     given, bare = fake_openai.requests
     assert (given["instructions"], given["max_output_tokens"]) == ("Be brief.", 64)
@@ -252,7 +219,7 @@ def test_developer_messages_join_the_instructions_and_odd_content_is_read_as_tex
 
 
 async def test_an_incomplete_response_without_a_reason_still_ends_as_incomplete(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     response = ResponseEvents()
     response.message("Once upon", status="incomplete")
@@ -260,7 +227,7 @@ async def test_an_incomplete_response_without_a_reason_still_ends_as_incomplete(
     script[-1]["response"]["incomplete_details"] = None
     fake_openai.queue(sse(script))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert "".join(e.text for e in of_type(events, TextDelta)) == "Once upon"
     assert events[-1] == Finished("incomplete")
@@ -284,7 +251,7 @@ def test_tools_already_in_the_flat_shape_or_built_in_pass_through_in_order() -> 
 
 
 async def test_function_calls_without_item_ids_are_followed_by_output_index(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     script = response_tool_calls_stream(
         [("calculator", SEVENTEEN), ("calculator", '{"expression": "1+1"}')], pieces=2
@@ -297,7 +264,7 @@ async def test_function_calls_without_item_ids_are_followed_by_output_index(
             item.pop("id", None)
     fake_openai.queue(sse(script))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert [(s.index, s.name) for s in of_type(events, ToolCallStarted)] == [
         (0, "calculator"),
@@ -313,7 +280,7 @@ async def test_function_calls_without_item_ids_are_followed_by_output_index(
 
 
 async def test_arguments_the_deltas_left_out_arrive_with_the_finished_call(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     script = response_tool_calls_stream([("calculator", SEVENTEEN)], pieces=3)
     last_delta = max(
@@ -321,7 +288,7 @@ async def test_arguments_the_deltas_left_out_arrive_with_the_finished_call(
     )
     fake_openai.queue(sse([*script[:last_delta], *script[last_delta + 1 :]]))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     deltas = [d.delta for d in of_type(events, ToolArgumentsDelta)]
     assert len(deltas) == 3
@@ -331,7 +298,7 @@ async def test_arguments_the_deltas_left_out_arrive_with_the_finished_call(
 
 @pytest.mark.parametrize("sent", ["the arguments' done event", "deltas only"])
 async def test_a_call_streamed_without_its_finished_item_still_has_all_its_arguments(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI, sent: str
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI, sent: str
 ) -> None:
     script = without_output(response_tool_calls_stream([("calculator", SEVENTEEN)], pieces=3))
     kept = [e for e in script if e["type"] != "response.output_item.done"]
@@ -344,14 +311,14 @@ async def test_a_call_streamed_without_its_finished_item_still_has_all_its_argum
         del kept[last_delta]
     fake_openai.queue(sse(kept))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert "".join(d.delta for d in of_type(events, ToolArgumentsDelta)) == SEVENTEEN
     assert of_type(events, ToolCallReady)[0].arguments == SEVENTEEN
 
 
 async def test_raw_reasoning_from_two_items_is_two_paragraphs(
-    fake_openai: FakeOpenAI, client: openai.AsyncOpenAI
+    fake_openai: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     response = ResponseEvents()
     response.reasoning_text("First.", pieces=2)
@@ -359,18 +326,6 @@ async def test_raw_reasoning_from_two_items_is_two_paragraphs(
     response.message("Done.")
     fake_openai.queue(sse(response.completed()))
 
-    events = await collect(client)
+    events = await collect(openai_client)
 
     assert "".join(e.text for e in of_type(events, ReasoningDelta)) == "First.\n\nSecond."
-
-
-async def test_an_unreachable_server_is_unreachable_not_a_broken_stream() -> None:
-    fake = FakeOpenAI().start()
-    base_url = fake.base_url
-    fake.stop()
-    async with openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0) as client:
-        [event] = await collect(client)
-
-    assert isinstance(event, StreamError)
-    assert event.message == "Could not reach the model server: All connection attempts failed"
-    assert event.details == {"kind": "connection", "midway": False}

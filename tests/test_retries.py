@@ -21,7 +21,7 @@ from conversations.streaming.events import (
 from conversations.streaming.responses import stream_response
 from conversations.streaming.retries import RetryPolicy, retrying
 from conversations.streaming.timeouts import StreamTimeouts
-from tests.fake_openai import FakeOpenAI, SilentServer, error, sse, text_stream
+from tests.helpers.fake_openai import FakeOpenAI, SilentServer, error, sse, text_stream
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -28,10 +28,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from conversations import drain, services
 from conversations.api.tokens import token_create
 from conversations.models import Conversation, Message
-from tests.fake_openai import FakeOpenAI, sse, text_stream
-from tests.nginx import nginx
-from tests.servers import serve_workers, wait_until, worker_pids
-from tests.workers import shared_server_env
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.nginx import nginx
+from tests.helpers.servers import serve_workers, shared_server_env, wait_until, worker_pids
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -13,15 +13,15 @@ from django.db import OperationalError
 from conversations import runner
 from conversations.live import hub as live
 from conversations.models import Message
-from tests.chat import (
+from tests.helpers.chat import (
+    Connect,
     appended_text,
     assistant_message,
     new_conversation,
     opened,
     send_and_wait,
 )
-from tests.conftest import Connect
-from tests.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.servers import ROOT, daphne, migrate
+from tests.helpers.servers import ROOT, daphne, migrate
 
 LIMIT = 64 * 1024
 

@@ -17,7 +17,7 @@ from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
 from llama_cpp.server.settings import ServerSettings, Settings
 
 from conversations import local_model
-from tests.servers import (
+from tests.helpers.servers import (
     ROOT,
     accepts,
     alive,

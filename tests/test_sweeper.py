@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from conversations import runner, services, sweeper
 from conversations.models import Conversation, Message, ToolCall
-from tests.chat import (
+from tests.helpers.chat import (
+    Connect,
     assistant_message,
     finished,
     new_conversation,
@@ -24,8 +25,7 @@ from tests.chat import (
     receive_until,
     send_and_wait,
 )
-from tests.conftest import Connect
-from tests.fake_openai import FakeOpenAI, sse, text_stream
+from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

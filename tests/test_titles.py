@@ -10,9 +10,15 @@ from django.contrib.auth.models import User
 
 from conversations import runner, services, titles
 from conversations.models import Conversation
-from tests.chat import finished, new_conversation, opened, receive_until, send_and_wait
-from tests.conftest import Connect
-from tests.fake_openai import (
+from tests.helpers.chat import (
+    Connect,
+    finished,
+    new_conversation,
+    opened,
+    receive_until,
+    send_and_wait,
+)
+from tests.helpers.fake_openai import (
     Completion,
     FakeOpenAI,
     ResponseEvents,

@@ -16,9 +16,15 @@ from django.urls import reverse
 
 from conversations import llm
 from conversations.models import Conversation
-from tests.chat import assistant_message, new_conversation, opened, receive_until, send_and_wait
-from tests.conftest import Connect
-from tests.fake_openai import FakeOpenAI, SilentServer, error, sse, text_stream
+from tests.helpers.chat import (
+    Connect,
+    assistant_message,
+    new_conversation,
+    opened,
+    receive_until,
+    send_and_wait,
+)
+from tests.helpers.fake_openai import FakeOpenAI, SilentServer, error, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,12 +13,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 Chunk = dict[str, Any]
 
@@ -727,27 +725,3 @@ class SilentServer:
         for connection in self._connections:
             with contextlib.suppress(OSError):
                 connection.close()
-
-
-@pytest.fixture
-def silent_server() -> Iterator[SilentServer]:
-    """A server that accepts connections and never answers (see `SilentServer`)."""
-    server = SilentServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def headers_only_server() -> Iterator[SilentServer]:
-    """A server that sends a stream's headers, then nothing."""
-    server = SilentServer(headers=True)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    """A started FakeOpenAI, stopped after the test."""
-    fake = FakeOpenAI().start()
-    yield fake
-    fake.stop()

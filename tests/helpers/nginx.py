@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, accepts, free_port, wait_until
+from tests.helpers.servers import ROOT, accepts, free_port, wait_until
 
 SHIPPED = ROOT / "deploy" / "nginx.conf"
 # The ports deploy/nginx.conf names: where nginx listens, and the workers'.

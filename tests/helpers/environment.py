@@ -1,4 +1,5 @@
-"""Loaded first (`-p tests.environment`): a test environment independent of the caller's shell."""
+"""Loaded first (`-p tests.helpers.environment`): a test environment independent of the caller's
+shell."""
 
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.chat import browser_sign_up
-from tests.fake_openai import FakeOpenAI
-from tests.servers import daphne, migrate
+from tests.helpers.chat import browser_sign_up
+from tests.helpers.fake_openai import FakeOpenAI
+from tests.helpers.servers import daphne, migrate, site_env
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -31,23 +31,10 @@ MARKS = [
 ]
 
 
-def site_env(database: Path, fake_openai: FakeOpenAI, **settings: str) -> dict[str, str]:
-    """The environment of a site on a fresh SQLite file whose model is the loopback server."""
-    return {
-        "SECRET_KEY": "browser-test",
-        "DATABASE_URL": f"sqlite:///{database}",
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "LLM_MODEL": "fake-model",
-        "LLM_MAX_RETRIES": "0",
-        **settings,
-    }
-
-
 @contextlib.contextmanager
 def site(database: Path, fake_openai: FakeOpenAI, **settings: str) -> Iterator[str]:
     """Daphne serving the project (migrated) on `database`; its address."""
-    env = site_env(database, fake_openai, **settings)
+    env = site_env(fake_openai, database, SECRET_KEY="browser-test", **settings)
     migrate(env)
     with daphne(env) as url:
         yield url

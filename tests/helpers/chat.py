@@ -7,7 +7,7 @@ import asyncio
 import html
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,23 @@ from conversations.live.draft import AnswerDraft
 from conversations.live.events import Event, event_from_dict
 from conversations.models import Conversation, Message, ToolCall
 from conversations.services import ordered_calls
-from tests.conftest import Connect
 
 APPEND = re.compile(r'<div hx-swap-oob="beforeend:#message-(\d+)-text-\d+-tail">(.*?)</div>', re.S)
+
+
+# The types of the `connect` and `api_connect` fixtures, which open a page's or an API client's
+# socket on the real ASGI application.
+Connect = Callable[..., Coroutine[Any, Any, WebsocketCommunicator]]
+ApiConnect = Callable[..., Coroutine[Any, Any, "ApiSocket"]]
+
+
+def session_cookie(user: User) -> bytes:
+    """The Cookie header of a session signed in as `user`."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
 async def new_conversation(user: User, **fields: str) -> Conversation:
@@ -123,7 +137,7 @@ async def calls_of(message: Message) -> list[ToolCall]:
 
 # The JSON API's socket (docs/api.md): every frame either way is checked against its schema.
 
-SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "api-schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "api-schema.json").read_text())
 COMMAND = Draft202012Validator({**SCHEMA, "oneOf": [{"$ref": "#/$defs/command"}]})
 EVENT = Draft202012Validator({**SCHEMA, "oneOf": [{"$ref": "#/$defs/event"}]})
 
@@ -188,6 +202,14 @@ class ApiSocket:
 
     async def disconnect(self) -> None:
         await self.communicator.disconnect()
+
+
+async def api_opened(api_connect: ApiConnect, conversation: Conversation, user: User) -> ApiSocket:
+    """A connected API socket whose `ready` event has been read."""
+    socket = await api_connect(conversation, user)
+    ready = await socket.connect()
+    assert ready["type"] == "ready"
+    return socket
 
 
 def answer_finished(frame: dict[str, Any]) -> bool:

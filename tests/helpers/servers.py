@@ -1,4 +1,5 @@
-"""Real server processes for tests: Daphne serving the project, as `make run` does."""
+"""Real server processes for tests: Daphne serving the project, as `make run` does, and the
+environment they run in."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-ROOT = Path(__file__).resolve().parent.parent
+if TYPE_CHECKING:
+    from tests.helpers.fake_openai import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -41,6 +46,35 @@ def shared_database_url() -> str:
 
     db = connection.settings_dict
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def site_env(fake_openai: FakeOpenAI, database: Path | str, **settings: str) -> dict[str, str]:
+    """The environment of a site's processes whose model is the loopback server `fake_openai`:
+    its database (a SQLite file, or a URL), then `settings` added or replaced."""
+    return {
+        "DATABASE_URL": database if isinstance(database, str) else f"sqlite:///{database}",
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "LLM_MODEL": "fake-model",
+        "LLM_MAX_RETRIES": "0",
+        **settings,
+    }
+
+
+def shared_server_env(fake_openai: FakeOpenAI) -> dict[str, str]:
+    """Settings of a server process on the tests' database and Redis, its model `fake_openai`."""
+    from django.conf import settings
+
+    return site_env(
+        fake_openai,
+        shared_database_url(),
+        # The test's own, which signed the session cookies the pages send.
+        SECRET_KEY=settings.SECRET_KEY,
+        REDIS_URL=os.environ["REDIS_URL"],
+        REDIS_PREFIX=settings.REDIS_PREFIX,
+        # The tests' own processes sweep only when asked; these sweep as production does.
+        CHAT_SWEEP_INTERVAL="2",
+    )
 
 
 def manage_shell(env: dict[str, str], code: str) -> str:
