@@ -9,6 +9,7 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString
 
+from .. import dom_ids
 from ..live.draft import AnswerDraft
 from ..markdown import StreamingText, render_markdown, render_streaming
 from ..models import Message
@@ -19,6 +20,13 @@ register = template.Library()
 # Tool output longer than this is cut (stream.js shows the rest on demand).
 LONG_OUTPUT_CHARACTERS = 1500
 LONG_OUTPUT_LINES = 20
+
+
+@register.simple_tag
+def dom_id(name: str, *values: object) -> str:
+    """An element's id: `{% dom_id "message-body" message.id %}` is "message-7-body"
+    (dom_ids.IDS has the names; rendering.py and the tests use the same)."""
+    return dom_ids.dom_id(name, *values)
 
 
 @register.filter
