@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django import template
+from django.conf import settings
 from django.utils.safestring import SafeString
 
-from .. import dom_ids
+from .. import dom_ids, services
+from ..live import approvals
 from ..live.draft import AnswerDraft
 from ..markdown import StreamingText, render_markdown, render_streaming
 from ..models import Message
@@ -21,12 +24,26 @@ register = template.Library()
 LONG_OUTPUT_CHARACTERS = 1500
 LONG_OUTPUT_LINES = 20
 
+# The inputs' maxlength: the most characters the server takes in each (it refuses more).
+MAX_LENGTHS: dict[str, Callable[[], int]] = {
+    "message": lambda: settings.CHAT_MESSAGE_MAX_LENGTH,  # a message, or its edit
+    "title": lambda: services.TITLE_MAX_LENGTH,
+    "search": lambda: services.SEARCH_QUERY_MAX_LENGTH,
+    "reason": lambda: approvals.REASON_MAX_LENGTH,  # a denial's
+}
+
 
 @register.simple_tag
 def dom_id(name: str, *values: object) -> str:
     """An element's id: `{% dom_id "message-body" message.id %}` is "message-7-body"
     (dom_ids.IDS has the names; rendering.py and the tests use the same)."""
     return dom_ids.dom_id(name, *values)
+
+
+@register.simple_tag
+def max_length(field: str) -> int:
+    """`maxlength="{% max_length "message" %}"`: the limit the server enforces (MAX_LENGTHS)."""
+    return MAX_LENGTHS[field]()
 
 
 @register.filter
