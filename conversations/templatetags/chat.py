@@ -13,7 +13,7 @@ from django.utils.safestring import SafeString
 
 from .. import dom_ids, services
 from ..live import approvals
-from ..live.draft import AnswerDraft
+from ..live.draft import AnswerDraft, RetryDraft
 from ..markdown import StreamingText, render_markdown, render_streaming
 from ..models import Message
 from ..services import answer_cut_off
@@ -85,6 +85,39 @@ def seconds(value: timedelta | None) -> str:
     if value is None:
         return ""
     return f"{value.total_seconds():.2f} s"
+
+
+@register.filter
+def usage_summary(message: Message | AnswerDraft) -> str:
+    """A message's footer: "10 in / 5 out tokens · 2.00 s" (what it has of the two)."""
+    shown = []
+    if message.total_tokens:
+        shown.append(f"{message.input_tokens} in / {message.output_tokens} out tokens")
+    if message.duration:
+        shown.append(seconds(message.duration))
+    return " · ".join(shown)
+
+
+@register.filter
+def usage_title(message: Message | AnswerDraft) -> str:
+    """The footer's title: "10 input and 5 output tokens, written in 2.00 s"."""
+    shown = []
+    if message.total_tokens:
+        shown.append(f"{message.input_tokens} input and {message.output_tokens} output tokens")
+    if message.duration:
+        shown.append(f"written in {seconds(message.duration)}")
+    return ", ".join(shown)
+
+
+@register.filter
+def retry_note(retry: RetryDraft | None) -> str:
+    """An answer's model call waiting to be tried again: "<reason> Retrying in 2 s (try 2 of 3).";
+    "" when none waits."""
+    if not retry:
+        return ""
+    return (
+        f"{retry.reason} Retrying in {retry.seconds} s (try {retry.attempt} of {retry.attempts})."
+    )
 
 
 @register.filter
