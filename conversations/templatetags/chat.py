@@ -1,4 +1,4 @@
-"""Template filters for chat pages."""
+"""Template tags and filters for chat pages."""
 
 from __future__ import annotations
 
