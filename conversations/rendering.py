@@ -11,6 +11,7 @@ from django.template import Template
 from django.template.loader import get_template
 from django.utils.html import format_html
 
+from .dom_ids import dom_id
 from .live.draft import AnswerDraft, CallDraft
 from .live.events import (
     CallArgumentsAppended,
@@ -129,7 +130,7 @@ def render_message_accepted() -> str:
 
 def render_pong() -> str:
     """The answer to {"action": "ping"}: proof the socket and the server's event loop are alive."""
-    return '<template id="pong"></template>'
+    return f'<template id="{dom_id("pong")}"></template>'
 
 
 def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
@@ -157,7 +158,7 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
         if text:
             delta = "".join(text)
             text.clear()
-            fragments.append(text_append(f"message-{answer.id}-text-{groups}-tail", delta))
+            fragments.append(text_append(dom_id("message-text-tail", answer.id, groups), delta))
             # Blocks can only be finished by a new line: the tail is parsed then, not per token.
             if "\n" in delta:
                 fragments.extend(finish_blocks(answer, groups))
@@ -198,7 +199,7 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
     if reasoning_block:
         fragments.append(render("reasoning", context))
     elif reasoning:
-        target = f"message-{answer.id}-reasoning-text"
+        target = dom_id("message-reasoning-text", answer.id)
         fragments.append(text_append(target, "".join(reasoning)))
     for key, whole_card in changed_calls.items():
         call = answer.calls[key]
@@ -238,12 +239,17 @@ def finish_blocks(answer: AnswerDraft, part: int, *, whole_part: bool = False) -
     if not done:
         return []
     answer.shown_stable += done
-    target = f"message-{answer.id}-text-{part}"
     return [
         format_html(
-            '<div hx-swap-oob="beforeend:#{}-md">{}</div>', target, render_markdown(tail[:done])
+            '<div hx-swap-oob="beforeend:#{}">{}</div>',
+            dom_id("message-text-md", answer.id, part),
+            render_markdown(tail[:done]),
         ),
-        format_html('<div hx-swap-oob="innerHTML:#{}-tail">{}</div>', target, tail[done:]),
+        format_html(
+            '<div hx-swap-oob="innerHTML:#{}">{}</div>',
+            dom_id("message-text-tail", answer.id, part),
+            tail[done:],
+        ),
     ]
 
 

@@ -150,3 +150,40 @@ def test_a_dropped_connection_shows_comes_back_and_loses_nothing(
     expect(assistant.nth(2)).to_contain_text("Sent once back online.", timeout=15_000)
     expect(note).to_be_empty()
     expect(box).to_have_value("")
+
+
+def test_esc_closes_the_rename_form_or_the_sidebar_before_it_stops_an_answer(
+    page: Page, fake_openai: FakeOpenAI
+) -> None:
+    from playwright.sync_api import expect
+
+    fake_openai.queue(sse(text_stream(WORDS), delay=0.1))
+    fake_openai.queue(sse(text_stream(WORDS), delay=0.1))
+    page.set_viewport_size({"width": 480, "height": 800})  # the sidebar folds behind its toggle
+    box = page.locator("#composer textarea")
+    box.fill("count to sixty")
+    box.press("Enter")
+    assistant = page.locator(".message.role-assistant")
+    expect(assistant).to_have_attribute("data-status", "streaming", timeout=15_000)
+
+    page.get_by_role("button", name="Rename").click()
+    field = page.get_by_role("textbox", name="New title")
+    expect(field).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(field).to_be_hidden()
+
+    toggle = page.locator(".sidebar-toggle")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    page.keyboard.press("Escape")
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(toggle).to_be_focused()
+    # Neither Esc stopped the answer.
+    expect(assistant).to_have_attribute("data-status", "complete", timeout=15_000)
+
+    # Elsewhere, Esc stops a running answer.
+    box.fill("once more")
+    box.press("Enter")
+    expect(assistant.nth(1)).to_have_attribute("data-status", "streaming", timeout=15_000)
+    page.keyboard.press("Escape")
+    expect(assistant.nth(1)).to_have_attribute("data-status", "cancelled")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from conversations.dom_ids import dom_id
 from conversations.live.draft import AnswerDraft, CallDraft
 from conversations.live.events import (
     CallChanged,
@@ -87,17 +88,18 @@ class ShownAnswer:
     def __init__(self, message_id: int) -> None:
         self.markdown = ""
         self.tail = ""
-        self.prefix = f"message-{message_id}-text-0"
+        self.markdown_id = dom_id("message-text-md", message_id, 0)
+        self.tail_id = dom_id("message-text-tail", message_id, 0)
 
     def apply(self, fragments: str) -> None:
         # Neither Markdown nor escaped text has a <div> of its own.
         for swap, target, inner in re.findall(
             r'<div hx-swap-oob="(\w+):#([\w-]+)">(.*?)</div>', fragments, re.S
         ):
-            if target == f"{self.prefix}-md":
+            if target == self.markdown_id:
                 assert swap == "beforeend"
                 self.markdown += inner
-            elif target == f"{self.prefix}-tail":
+            elif target == self.tail_id:
                 text = html.unescape(inner)
                 self.tail = self.tail + text if swap == "beforeend" else text
 
@@ -146,9 +148,10 @@ def test_streamed_blocks_are_rendered_as_the_finished_answer_renders_them(size: 
 def test_text_without_a_new_line_is_only_appended() -> None:
     answer = new_answer()
     first = render_events(answer, [TextAppended(1, "# Title\n\nSome\n")])
-    assert '<div hx-swap-oob="beforeend:#message-7-text-0-md"><h1>Title</h1>' in first
+    markdown, tail = dom_id("message-text-md", 7, 0), dom_id("message-text-tail", 7, 0)
+    assert f'<div hx-swap-oob="beforeend:#{markdown}"><h1>Title</h1>' in first
     more = render_events(answer, [TextAppended(2, "words"), TextAppended(3, " more")])
-    assert more == '<div hx-swap-oob="beforeend:#message-7-text-0-tail">words more</div>'
+    assert more == f'<div hx-swap-oob="beforeend:#{tail}">words more</div>'
 
 
 def test_text_before_tool_calls_becomes_markdown_when_they_start() -> None:
@@ -163,8 +166,8 @@ def test_text_before_tool_calls_becomes_markdown_when_they_start() -> None:
     page.apply(fragments)
     assert page.markdown == str(render_markdown("Let me *check*"))
     assert page.tail == ""
-    assert "message-7-text-1-tail" in fragments
-    assert '<div hx-swap-oob="beforeend:#message-7-text-1-tail">Done: **4**</div>' in fragments
+    tail = dom_id("message-text-tail", 7, 1)
+    assert f'<div hx-swap-oob="beforeend:#{tail}">Done: **4**</div>' in fragments
 
 
 def test_a_page_that_joins_late_continues_from_the_split_it_was_shown() -> None:
@@ -184,17 +187,18 @@ def test_the_streaming_message_and_the_finished_one_share_their_text_elements() 
     answer = new_answer()
     render_events(answer, [TextAppended(1, "## Heading\n\nSecond paragraph\n\nThe end")])
     streaming = render_message(answer)
-    assert '<div class="markdown" id="message-7-text-0-md"><h2>Heading</h2>' in streaming
-    tail = 'class="tail plain" id="message-7-text-0-tail">Second paragraph\n\nThe end</div>'
-    assert tail in streaming
+    text, markdown = dom_id("message-text", 7, 0), dom_id("message-text-md", 7, 0)
+    # The template breaks long tags between attributes.
+    elements = rf'<div class="text" id="{text}"\s*><div\s+class="markdown" id="{markdown}"\s*>'
+    assert re.search(elements + "<h2>Heading</h2>", streaming)
+    tail = dom_id("message-text-tail", 7, 0)
+    assert f'class="tail plain" id="{tail}">Second paragraph\n\nThe end</div>' in streaming
     finished = render_events(
         answer, [StatusChanged(2, "complete", "", "2026-01-01T00:00:05+00:00")]
     )
     assert 'hx-swap-oob="morph"' in finished
-    assert (
-        '<div class="text" id="message-7-text-0"><div class="markdown" id="message-7-text-0-md">'
-        "<h2>Heading</h2>\n<p>Second paragraph</p>\n<p>The end</p>\n</div></div>"
-    ) in finished
+    shown = "<h2>Heading</h2>\n<p>Second paragraph</p>\n<p>The end</p>\n</div></div>"
+    assert re.search(elements + re.escape(shown), finished)
     assert "-tail" not in finished
 
 
@@ -208,8 +212,9 @@ def test_usage_and_changed_cards_are_morphed() -> None:
             UsageChanged(3, 10, 20, 30),
         ],
     )
-    assert re.search(r'<details id="tool-call-7-1-0"[^>]*hx-swap-oob="morph"', fragments)
-    assert re.search(r'<footer id="message-7-footer"[^>]*hx-swap-oob="morph"', fragments)
+    card, footer = dom_id("tool-call", 7, 1, 0), dom_id("message-footer", 7)
+    assert re.search(rf'<details id="{card}"[^>]*hx-swap-oob="morph"', fragments)
+    assert re.search(rf'<footer id="{footer}"[^>]*hx-swap-oob="morph"', fragments)
     assert 'title="10 input and 20 output tokens"' in fragments
 
 
@@ -217,7 +222,7 @@ def test_the_conversation_total_is_a_partial_the_socket_replaces() -> None:
     html_ = render(
         "conversation-usage", {"usage": {"input": 3, "output": 4, "total": 7}, "morph": True}
     )
-    assert 'id="conversation-usage"' in html_ and 'hx-swap-oob="morph"' in html_
+    assert f'id="{dom_id("conversation-usage")}"' in html_ and 'hx-swap-oob="morph"' in html_
     assert "7 tokens so far (3 in / 4 out)" in html_
 
 
@@ -255,5 +260,6 @@ def test_a_second_call_of_a_step_joins_its_group() -> None:
     answer = new_answer()
     render_events(answer, [CallStarted(1, 1, 0, "call_1", "calculator", 0)])
     fragments = render_events(answer, [CallStarted(2, 1, 1, "call_2", "calculator", 0)])
-    assert fragments.startswith('\n<div hx-swap-oob="beforeend:#message-7-calls-1">')
-    assert 'id="tool-call-7-1-1"' in fragments
+    group = dom_id("message-calls", 7, 1)
+    assert fragments.startswith(f'\n<div hx-swap-oob="beforeend:#{group}">')
+    assert f'id="{dom_id("tool-call", 7, 1, 1)}"' in fragments

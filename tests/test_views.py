@@ -321,3 +321,12 @@ def test_the_admin_shows_who_decided_on_a_call_and_filters_by_decision(
         reverse("admin:conversations_message_change", args=[admin_data["message"].pk])
     ).content.decode()
     assert "Decided by" in inline and "not that one" in inline
+
+
+def test_the_inputs_maxlength_is_the_limit_the_server_enforces(user: User, settings: Any) -> None:
+    settings.CHAT_MESSAGE_MAX_LENGTH = 1234
+    conversation = Conversation.objects.create(owner=user)
+    Message.objects.create(conversation=conversation, role="user", content="hello")
+    html = signed_in(user).get(reverse("conversation-detail", args=[conversation.pk])).content
+    # The composer and the edit box of the user's message.
+    assert html.decode().count('maxlength="1234"') == 2

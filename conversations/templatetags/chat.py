@@ -1,15 +1,19 @@
-"""Template filters for chat pages."""
+"""Template tags and filters for chat pages."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django import template
+from django.conf import settings
 from django.utils.safestring import SafeString
 
-from ..live.draft import AnswerDraft
+from .. import dom_ids, services
+from ..live import approvals
+from ..live.draft import AnswerDraft, RetryDraft
 from ..markdown import StreamingText, render_markdown, render_streaming
 from ..models import Message
 from ..services import answer_cut_off
@@ -19,6 +23,27 @@ register = template.Library()
 # Tool output longer than this is cut (stream.js shows the rest on demand).
 LONG_OUTPUT_CHARACTERS = 1500
 LONG_OUTPUT_LINES = 20
+
+# The inputs' maxlength: the most characters the server takes in each (it refuses more).
+MAX_LENGTHS: dict[str, Callable[[], int]] = {
+    "message": lambda: settings.CHAT_MESSAGE_MAX_LENGTH,  # a message, or its edit
+    "title": lambda: services.TITLE_MAX_LENGTH,
+    "search": lambda: services.SEARCH_QUERY_MAX_LENGTH,
+    "reason": lambda: approvals.REASON_MAX_LENGTH,  # a denial's
+}
+
+
+@register.simple_tag
+def dom_id(name: str, *values: object) -> str:
+    """An element's id: `{% dom_id "message-body" message.id %}` is "message-7-body"
+    (dom_ids.IDS has the names; rendering.py and the tests use the same)."""
+    return dom_ids.dom_id(name, *values)
+
+
+@register.simple_tag
+def max_length(field: str) -> int:
+    """`maxlength="{% max_length "message" %}"`: the limit the server enforces (MAX_LENGTHS)."""
+    return MAX_LENGTHS[field]()
 
 
 @register.filter
@@ -60,6 +85,39 @@ def seconds(value: timedelta | None) -> str:
     if value is None:
         return ""
     return f"{value.total_seconds():.2f} s"
+
+
+@register.filter
+def usage_summary(message: Message | AnswerDraft) -> str:
+    """A message's footer: "10 in / 5 out tokens · 2.00 s" (what it has of the two)."""
+    shown = []
+    if message.total_tokens:
+        shown.append(f"{message.input_tokens} in / {message.output_tokens} out tokens")
+    if message.duration:
+        shown.append(seconds(message.duration))
+    return " · ".join(shown)
+
+
+@register.filter
+def usage_title(message: Message | AnswerDraft) -> str:
+    """The footer's title: "10 input and 5 output tokens, written in 2.00 s"."""
+    shown = []
+    if message.total_tokens:
+        shown.append(f"{message.input_tokens} input and {message.output_tokens} output tokens")
+    if message.duration:
+        shown.append(f"written in {seconds(message.duration)}")
+    return ", ".join(shown)
+
+
+@register.filter
+def retry_note(retry: RetryDraft | None) -> str:
+    """An answer's model call waiting to be tried again: "<reason> Retrying in 2 s (try 2 of 3).";
+    "" when none waits."""
+    if not retry:
+        return ""
+    return (
+        f"{retry.reason} Retrying in {retry.seconds} s (try {retry.attempt} of {retry.attempts})."
+    )
 
 
 @register.filter
