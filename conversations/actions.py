@@ -22,9 +22,6 @@ from .streaming.loop import Decision
 
 logger = logging.getLogger(__name__)
 
-# The longest reason a denial may give, in characters.
-REASON_MAX_LENGTH = 1000
-
 
 async def conversation_notify(conversation_id: int, event: dict[str, Any]) -> None:
     """Send `event` to every socket of the conversation, in every process. The layer is

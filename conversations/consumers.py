@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import actions, rendering, services
+from . import actions, limits, rendering, services
 from .follower import REDO, Command, Follower
 from .live.draft import AnswerDraft
 from .live.events import Event, UsageChanged
@@ -174,9 +174,9 @@ def parse_frame(text_data: str) -> dict[str, Any]:
                 '{"tool_call": "<message>:<step>:<index>"}.'
             )
         reason = frame.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > actions.REASON_MAX_LENGTH:
+        if not isinstance(reason, str) or len(reason) > limits.REASON_MAX_LENGTH:
             raise InvalidInput(
-                f"The reason must be text of at most {actions.REASON_MAX_LENGTH} characters."
+                f"The reason must be text of at most {limits.REASON_MAX_LENGTH} characters."
             )
         frame["reason"] = reason.strip()
     return frame

@@ -1,4 +1,5 @@
-"""Per-user limits on sending messages, counted in the cache so they hold across processes."""
+"""Limits on what users send: messages per user, counted in the cache so they hold across
+processes, and the longest denial reason."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from django.core.cache import cache
 from .refusals import RateLimited
 
 WINDOW = 60
+# The longest reason a denial of a tool call may give, in characters.
+REASON_MAX_LENGTH = 1000
 
 
 def message_rate_take(*, user_id: int, now: float | None = None) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import actions, services
+from .. import limits, services
 from ..follower import Command, Follower
 from ..live.events import (
     CallArgumentsAppended,
@@ -229,10 +229,10 @@ def check_command(frame: dict[str, Any]) -> None:
             raise BadFrame("invalid_command", f"`{name}` must be {TYPE_NAMES[expected]}.")
     if kind == "resume" and frame["after"] < 0:
         raise BadFrame("invalid_command", "`after` must be 0 or more.")
-    if kind == "deny" and len(frame.get("reason", "")) > actions.REASON_MAX_LENGTH:
+    if kind == "deny" and len(frame.get("reason", "")) > limits.REASON_MAX_LENGTH:
         raise BadFrame(
             "invalid_command",
-            f"`reason` may be {actions.REASON_MAX_LENGTH} characters at most.",
+            f"`reason` may be {limits.REASON_MAX_LENGTH} characters at most.",
         )
 
 

@@ -11,8 +11,7 @@ from django import template
 from django.conf import settings
 from django.utils.safestring import SafeString
 
-from .. import dom_ids, services
-from ..live import approvals
+from .. import dom_ids, limits, services
 from ..live.draft import AnswerDraft, RetryDraft
 from ..markdown import StreamingText, render_markdown, render_streaming
 from ..models import Message
@@ -29,7 +28,7 @@ MAX_LENGTHS: dict[str, Callable[[], int]] = {
     "message": lambda: settings.CHAT_MESSAGE_MAX_LENGTH,  # a message, or its edit
     "title": lambda: services.TITLE_MAX_LENGTH,
     "search": lambda: services.SEARCH_QUERY_MAX_LENGTH,
-    "reason": lambda: approvals.REASON_MAX_LENGTH,  # a denial's
+    "reason": lambda: limits.REASON_MAX_LENGTH,  # a denial's
 }
 
 
