@@ -290,7 +290,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 @contextlib.contextmanager
 def serve_workers(env: dict[str, str], *, workers: int, log: Path) -> Iterator[Workers]:
     """`manage.py serve --workers N` with `env` added to the environment, once every worker
-    accepts connections; SIGTERM (drain and stop) at the end, SIGKILL if it does not exit."""
+    accepts connections and the parent has seen each one ready (it supervises them from then
+    on: a worker killed before is a failed start); SIGTERM (drain and stop) at the end, SIGKILL
+    if it does not exit."""
     first = consecutive_free_ports(workers)
     ports = list(range(first, first + workers))
     with log.open("wb") as output:
@@ -305,7 +307,13 @@ def serve_workers(env: dict[str, str], *, workers: int, log: Path) -> Iterator[W
         pids: list[int] = []
         try:
             wait_until(
-                lambda: process.poll() is not None or all(accepts(port) for port in ports),
+                lambda: (
+                    process.poll() is not None
+                    or (
+                        all(accepts(port) for port in ports)
+                        and served.output().count(" is serving.") >= workers
+                    )
+                ),
                 90,
                 "the workers accept connections",
             )

@@ -154,6 +154,12 @@ class Command(BaseCommand):
         "use. SIGTERM drains; SIGHUP restarts the workers one at a time."
     )
 
+    def say(self, text: str) -> None:
+        # Flushed: the workers' supervision lines reach a log file or the journal as they
+        # happen, not when a buffer fills.
+        self.stdout.write(text)
+        self.stdout.flush()
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
@@ -221,7 +227,7 @@ class Command(BaseCommand):
                     "REDIS_URL."
                 )
             )
-        pool = workers.Workers(host=host, ports=ports, out=self.stdout.write)
+        pool = workers.Workers(host=host, ports=ports, out=self.say)
         try:
             if not pool.start():
                 return
