@@ -217,6 +217,9 @@ else:
 # Limits per user: messages sent per minute, and answers being written at once (over all of
 # their conversations). 0 turns a limit off.
 CHAT_MESSAGES_PER_MINUTE = env_int("CHAT_MESSAGES_PER_MINUTE", 20)
+# The deployer's own tools, offered in every conversation beside the built-in ones: dotted paths
+# to functions (their schema from the type hints) or to `Tool` objects (docs/settings.md).
+CHAT_TOOLS = env_list("CHAT_TOOLS")
 CHAT_CONCURRENT_ANSWERS = env_int("CHAT_CONCURRENT_ANSWERS", 3)
 # The largest WebSocket message the server reads, in bytes (a 20,000-character message fits
 # several times over); `manage.py serve` closes the socket with 1009 past it.

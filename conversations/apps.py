@@ -8,3 +8,10 @@ from django.apps import AppConfig
 class ConversationsConfig(AppConfig):
     name = "conversations"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from .toolbox import check_deployer_tools
+
+        checks.register(check_deployer_tools)

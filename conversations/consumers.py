@@ -9,7 +9,7 @@ from typing import Any
 from . import actions, limits, rendering, services
 from .follower import REDO, Command, Follower
 from .live.draft import AnswerDraft
-from .live.events import Event, UsageChanged
+from .live.events import Event, Usage
 from .models import Message
 from .refusals import Busy, InvalidInput, Refusal
 
@@ -123,7 +123,7 @@ class ChatConsumer(Follower):
         html = rendering.render_events(answer, events)
         if html:
             await self.send(text_data=html + self.sidebar_entry(answer))
-        if any(isinstance(event, UsageChanged) for event in events):
+        if any(isinstance(event, Usage) for event in events):
             assert self.conversation is not None
             usage = await services.aconversation_usage(
                 conversation_id=self.conversation.pk, answer=answer

@@ -16,7 +16,7 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from . import actions, drain, metrics, services, turns
-from .live.events import Event, Snapshot, StatusChanged, event_from_dict
+from .live.events import Event, MessageStatus, Snapshot, event_from_dict
 from .live.hub import conversation_group, hub
 from .models import Conversation, Message
 from .refusals import BadFrame, NotFound, Refusal
@@ -42,7 +42,7 @@ def ends_answer(event: Event) -> bool:
     """Whether the answer is finished once `event` is applied."""
     if isinstance(event, Snapshot):
         return event.message["status"] in Message.FINISHED
-    return isinstance(event, StatusChanged) and event.status in Message.FINISHED
+    return isinstance(event, MessageStatus) and event.status in Message.FINISHED
 
 
 class Follower(AsyncJsonWebsocketConsumer):  # type: ignore[misc]

@@ -14,15 +14,15 @@ from django.utils.html import format_html
 from .dom_ids import dom_id
 from .live.draft import AnswerDraft, CallDraft
 from .live.events import (
-    CallArgumentsAppended,
-    CallChanged,
-    CallStarted,
     Event,
-    ReasoningAppended,
+    MessageStatus,
+    ReasoningDelta,
     Snapshot,
-    StatusChanged,
-    TextAppended,
-    UsageChanged,
+    TextDelta,
+    ToolArguments,
+    ToolCreated,
+    ToolStatus,
+    Usage,
 )
 from .markdown import render_markdown, stable_length
 from .models import Conversation, Message
@@ -165,16 +165,16 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
 
     for event in events:
         # The first reasoning makes the hidden reasoning block appear.
-        reasoning_block |= isinstance(event, ReasoningAppended) and not answer.has_reasoning
+        reasoning_block |= isinstance(event, ReasoningDelta) and not answer.has_reasoning
         if not answer.apply(event) or whole:
             continue
         match event:
-            case TextAppended(text=delta):
+            case TextDelta(text=delta):
                 text.append(delta)
-            case ReasoningAppended(text=delta):
+            case ReasoningDelta(text=delta):
                 if not reasoning_block:
                     reasoning.append(delta)
-            case CallStarted(step=step, index=index):
+            case ToolCreated(step=step, index=index):
                 flush_text()
                 call = answer.calls[(step, index)]
                 opens_group = sum(1 for other, _ in answer.calls if other == step) == 1
@@ -183,13 +183,13 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
                     fragments.extend(finish_blocks(answer, groups, whole_part=True))
                 fragments.append(card_append(answer, call, new_group=opens_group))
                 groups += opens_group
-            case CallArgumentsAppended(step=step, index=index):
+            case ToolArguments(step=step, index=index):
                 changed_calls.setdefault((step, index), False)
-            case CallChanged(step=step, index=index):
+            case ToolStatus(step=step, index=index):
                 changed_calls[(step, index)] = True
-            case UsageChanged():
+            case Usage():
                 footer = True
-            case StatusChanged() | Snapshot():
+            case MessageStatus() | Snapshot():
                 whole = True
     if whole:
         answer.shown_stable = None  # the page shows the split the template makes

@@ -7,6 +7,9 @@ import functools
 import json
 
 from channels.db import aclose_old_connections
+from django.conf import settings
+from django.core import checks
+from django.utils.module_loading import import_string
 
 from . import actions, services
 from .models import Message
@@ -18,19 +21,70 @@ SEARCH_LIMIT = 10
 EXCERPT_RADIUS = 120
 
 
-@functools.lru_cache(maxsize=1024)
 def toolbox_for(*, user_id: int, conversation_id: int) -> Toolbox:
-    """The user's tools in one conversation; kept, since checking the tools' schemas again for
-    every answer costs."""
-    return Toolbox(
-        [
-            CALCULATOR,
-            CURRENT_TIME,
-            search_conversations_tool(user_id=user_id),
-            rename_conversation_tool(user_id=user_id, current=conversation_id),
-            delete_conversation_tool(user_id=user_id, current=conversation_id),
-        ]
-    )
+    """The user's tools in one conversation: the built-ins, then the deployer's (CHAT_TOOLS)."""
+    return _toolbox(user_id, conversation_id, tuple(settings.CHAT_TOOLS))
+
+
+@functools.lru_cache(maxsize=1024)
+def _toolbox(user_id: int, conversation_id: int, deployed: tuple[str, ...]) -> Toolbox:
+    # Kept: checking the tools' schemas again for every answer costs.
+    return Toolbox([*built_in_tools(user_id, conversation_id), *deployer_tools(deployed)])
+
+
+def built_in_tools(user_id: int, conversation_id: int) -> list[Tool]:
+    return [
+        CALCULATOR,
+        CURRENT_TIME,
+        search_conversations_tool(user_id=user_id),
+        rename_conversation_tool(user_id=user_id, current=conversation_id),
+        delete_conversation_tool(user_id=user_id, current=conversation_id),
+    ]
+
+
+class DeployerToolError(Exception):
+    """A CHAT_TOOLS entry that is not a tool; the message names the entry and why."""
+
+
+@functools.lru_cache(maxsize=16)
+def deployer_tools(paths: tuple[str, ...]) -> tuple[Tool, ...]:
+    """The deployer's tools named by `paths` (CHAT_TOOLS): a function becomes a tool with the
+    schema of its type hints, a `Tool` is taken as it is. DeployerToolError for an entry that
+    cannot be imported, is neither, or takes a name another tool has."""
+    tools: list[Tool] = []
+    built_in = {tool.name for tool in built_in_tools(0, 0)}
+    for path in paths:
+        try:
+            found = import_string(path)
+        except ImportError as error:
+            raise DeployerToolError(f"CHAT_TOOLS: {path!r} cannot be imported: {error}") from None
+        if isinstance(found, Tool):
+            tool = found
+        elif callable(found):
+            try:
+                tool = Tool.from_function(found)
+            except (TypeError, ValueError) as error:
+                raise DeployerToolError(f"CHAT_TOOLS: {path!r} is not a tool: {error}") from None
+        else:
+            raise DeployerToolError(
+                f"CHAT_TOOLS: {path!r} is a {type(found).__name__}, not a function or a Tool."
+            )
+        if tool.name in built_in | {other.name for other in tools}:
+            raise DeployerToolError(
+                f"CHAT_TOOLS: {path!r} is named {tool.name!r}, as another tool is already."
+            )
+        tools.append(tool)
+    return tuple(tools)
+
+
+def check_deployer_tools(**kwargs: object) -> list[checks.CheckMessage]:
+    """`manage.py serve` (and `check`) refuse to start with a CHAT_TOOLS entry that is no tool
+    (registered in apps.py)."""
+    try:
+        deployer_tools(tuple(settings.CHAT_TOOLS))
+    except DeployerToolError as error:
+        return [checks.Error(str(error), id="conversations.E001")]
+    return []
 
 
 TITLE = {

@@ -14,10 +14,12 @@ from django.utils import timezone
 from conversations import runner, services
 from conversations.api.consumers import COMMANDS
 from conversations.api.protocol import message_state
+from conversations.live.events import EVENT_TYPES
 from conversations.models import Conversation, Message, ToolCall
 from tests.helpers.chat import (
     COMMAND,
     EVENT,
+    SCHEMA,
     ApiConnect,
     ApiSocket,
     answer_finished,
@@ -653,3 +655,17 @@ async def test_deny_tells_the_model_why(
     assert frames[-1]["status"] == "complete"
     told = model_server.requests[-1]["messages"][-1]
     assert told["role"] == "tool" and "Keep the name." in told["content"]
+
+
+def test_the_consumer_and_the_schema_declare_the_same_wire_form() -> None:
+    # The consumer's COMMANDS and docs/api-schema.json each name every command and its fields.
+    defs = SCHEMA["$defs"]
+    declared = {name.removeprefix("command.") for name in defs if name.startswith("command.")}
+    assert declared == set(COMMANDS)
+    for name, fields in COMMANDS.items():
+        shape = defs[f"command.{name}"]
+        assert set(shape["properties"]) - {"type", "id"} == set(fields), name
+        required = {field for field, (_, needed) in fields.items() if needed}
+        assert set(shape.get("required", [])) - {"type"} == required, name
+    # Every event of an answer has its shape there too, under its wire type.
+    assert {f"event.{kind}" for kind in EVENT_TYPES} <= set(defs)

@@ -13,19 +13,20 @@ import pytest
 
 from conversations.live.draft import AnswerDraft, SequenceGap
 from conversations.live.events import (
-    CallArgumentsAppended,
-    CallChanged,
-    CallStarted,
+    EVENT_TYPES,
     Event,
-    ReasoningAppended,
-    StatusChanged,
-    StepStarted,
-    TextAppended,
-    UsageChanged,
+    MessageStatus,
+    ReasoningDelta,
+    Step,
+    TextDelta,
+    ToolArguments,
+    ToolCreated,
+    ToolStatus,
+    Usage,
     event_from_dict,
     event_to_dict,
 )
-from conversations.streaming.events import Finished, ReasoningDelta, TextDelta, Usage
+from conversations.streaming import events as stream
 from conversations.streaming.loop import ChatCompletionsSession, Decision, run_tool_loop
 from conversations.streaming.tools import Tool, Toolbox, ToolResult
 from tests.helpers.scripted import call, scripted
@@ -52,13 +53,18 @@ async def answer_with_a_tool_call(published: list[Event]) -> AnswerDraft:
     writer = draft(published)
     provider = scripted(
         [
-            ReasoningDelta("Add them."),
-            TextDelta("Let me add. "),
+            stream.ReasoningDelta("Add them."),
+            stream.TextDelta("Let me add. "),
             *call(0, "add", {"a": 2, "b": 3}),
-            Usage(10, 5, 15),
-            Finished("tool_calls"),
+            stream.Usage(10, 5, 15),
+            stream.Finished("tool_calls"),
         ],
-        [TextDelta("It is "), TextDelta("5."), Usage(20, 3, 23), Finished("stop")],
+        [
+            stream.TextDelta("It is "),
+            stream.TextDelta("5."),
+            stream.Usage(20, 3, 23),
+            stream.Finished("stop"),
+        ],
     )
     outcome = await run_tool_loop(
         session=ChatCompletionsSession(provider, []),
@@ -76,31 +82,31 @@ async def test_the_loop_reports_become_numbered_events_and_the_answer() -> None:
 
     assert [event.seq for event in published] == list(range(1, len(published) + 1))
     assert [type(event) for event in published] == [
-        StepStarted,
-        ReasoningAppended,
-        TextAppended,
-        CallStarted,
-        CallArgumentsAppended,
-        CallArgumentsAppended,
-        CallChanged,  # pending, with the whole arguments
-        UsageChanged,
-        CallChanged,  # running
-        CallChanged,  # succeeded
-        StepStarted,
-        TextAppended,
-        TextAppended,
-        UsageChanged,
+        Step,
+        ReasoningDelta,
+        TextDelta,
+        ToolCreated,
+        ToolArguments,
+        ToolArguments,
+        ToolStatus,  # pending, with the whole arguments
+        Usage,
+        ToolStatus,  # running
+        ToolStatus,  # succeeded
+        Step,
+        TextDelta,
+        TextDelta,
+        Usage,
     ]
     started = published[3]
-    assert isinstance(started, CallStarted)
+    assert isinstance(started, ToolCreated)
     assert (started.name, started.text_offset) == ("add", len("Let me add. "))
     # Arguments parsed as far as they have come, while they stream.
     half = published[4]
-    assert isinstance(half, CallArgumentsAppended)
+    assert isinstance(half, ToolArguments)
     assert (half.delta, half.parsed) == ('{"a":', {})
     whole = published[5]
-    assert isinstance(whole, CallArgumentsAppended) and whole.parsed == {"a": 2, "b": 3}
-    assert [e.status for e in published if isinstance(e, CallChanged)] == [
+    assert isinstance(whole, ToolArguments) and whole.parsed == {"a": 2, "b": 3}
+    assert [e.status for e in published if isinstance(e, ToolStatus)] == [
         "pending",
         "running",
         "succeeded",
@@ -186,8 +192,8 @@ async def test_the_end_cancels_unfinished_calls_and_is_not_published() -> None:
 
     assert len(published) == 3, "the runner publishes the end once it is saved"
     assert [(type(e), getattr(e, "status", None)) for e in ending] == [
-        (CallChanged, "cancelled"),
-        (StatusChanged, "cancelled"),
+        (ToolStatus, "cancelled"),
+        (MessageStatus, "cancelled"),
     ]
     assert writer.calls[(1, 0)].status == "cancelled"
     assert writer.status == "cancelled" and not writer.in_progress
@@ -201,7 +207,7 @@ async def test_a_finished_call_keeps_its_status_at_the_end() -> None:
 
     ending = writer.finish("failed", "The model server answered 500.")
 
-    assert [type(event) for event in ending] == [StatusChanged]
+    assert [type(event) for event in ending] == [MessageStatus]
     assert writer.calls[(1, 0)].status == "failed"
     assert writer.error == "The model server answered 500."
 
@@ -262,7 +268,7 @@ async def test_a_decision_is_told_in_the_calls_events_and_reaches_a_mirror() -> 
     await writer.tool_finished(1, 0, ToolResult(ok=True, output="renamed"))
     await writer.tool_denied(1, 1, Decision(approved=False, timed_out=True), "too late")
 
-    changes = [event for event in published if isinstance(event, CallChanged)][2:]
+    changes = [event for event in published if isinstance(event, ToolStatus)][2:]
     assert [(e.index, e.status, e.decision, e.decided_by) for e in changes] == [
         (0, "awaiting_approval", "", ""),
         (1, "awaiting_approval", "", ""),
@@ -294,3 +300,9 @@ async def test_a_decision_is_told_in_the_calls_events_and_reaches_a_mirror() -> 
     for event in published:
         assert mirror.apply(event_from_dict(json.loads(json.dumps(event_to_dict(event)))))
     assert mirror.calls == writer.calls
+
+
+def test_each_event_class_is_named_as_its_wire_type() -> None:
+    # "text.delta" is TextDelta, "message.status" MessageStatus: one name for code and wire.
+    for wire_type, kind in EVENT_TYPES.items():
+        assert kind.__name__ == "".join(part.capitalize() for part in wire_type.split("."))

@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 
 from conversations import actions
-from conversations.live.events import StatusChanged, TextAppended, event_to_dict
+from conversations.live.events import MessageStatus, TextDelta, event_to_dict
 from conversations.live.hub import conversation_group
 from conversations.models import Conversation, Message
 from tests.helpers.chat import ApiConnect, Connect, new_conversation, opened
@@ -52,12 +52,12 @@ async def test_the_api_socket_gets_each_event_once_and_none_after_a_gap(
     assert ready["answer"] == {"message_id": answer.pk, "status": "streaming", "seq": 0}
     await socket.send({"type": "resume", "message_id": answer.pk, "after": 0})
 
-    await relay(conversation, answer, TextAppended(1, "Hel"), TextAppended(2, "lo"))
+    await relay(conversation, answer, TextDelta(1, "Hel"), TextDelta(2, "lo"))
     # A repeat of what was sent, and one more: only the new one goes out.
-    await relay(conversation, answer, TextAppended(2, "lo"), TextAppended(3, "!"))
+    await relay(conversation, answer, TextDelta(2, "lo"), TextDelta(3, "!"))
     # Event 5 without 4 (a lost delivery): held back, and the socket asks the run again.
-    await relay(conversation, answer, TextAppended(5, "?"))
-    await relay(conversation, answer, TextAppended(4, " "), StatusChanged(5, "complete"))
+    await relay(conversation, answer, TextDelta(5, "?"))
+    await relay(conversation, answer, TextDelta(4, " "), MessageStatus(5, "complete"))
     frames = await socket.receive_until(lambda frame: frame["type"] == "message.finished")
 
     assert [(frame["seq"], frame.get("text")) for frame in frames] == [
@@ -69,7 +69,7 @@ async def test_the_api_socket_gets_each_event_once_and_none_after_a_gap(
     ]
     assert frames[-1]["status"] == "complete"
     # Finished: later events of that answer are not followed.
-    await relay(conversation, answer, TextAppended(6, "late"))
+    await relay(conversation, answer, TextDelta(6, "late"))
     assert await socket.nothing_before_pong() == []
 
 
@@ -79,9 +79,9 @@ async def test_the_page_shows_each_event_once_and_its_title_changes(
     conversation, answer = await running_answer(user)
     page = await opened(connect, conversation, user)
 
-    await relay(conversation, answer, TextAppended(1, "Hel"), TextAppended(2, "lo"))
+    await relay(conversation, answer, TextDelta(1, "Hel"), TextDelta(2, "lo"))
     first = await page.receive_from(timeout=5)
-    await relay(conversation, answer, TextAppended(2, "lo"), TextAppended(3, "!"))
+    await relay(conversation, answer, TextDelta(2, "lo"), TextDelta(3, "!"))
     second = await page.receive_from(timeout=5)
     assert "Hel" in first and "lo" in first
     assert "!" in second and "lo" not in second
@@ -106,7 +106,7 @@ async def test_an_answer_ended_elsewhere_reaches_both_faces(
     await socket.send({"type": "resume", "message_id": answer.pk, "after": 0})
     await socket.nothing_before_pong()
 
-    await relay(conversation, answer, TextAppended(1, "Half"))
+    await relay(conversation, answer, TextDelta(1, "Half"))
     assert (await socket.receive())["seq"] == 1
     await page.receive_from(timeout=5)
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from conversations.live import hub as live
 from conversations.live import pacer as pacing
 from conversations.live.draft import AnswerDraft
-from conversations.live.events import Event, Snapshot, TextAppended
+from conversations.live.events import Event, Snapshot, TextDelta
 from conversations.models import Conversation, Message
 from tests.helpers.chat import Connect, appended_text, finished, opened, receive_until
 
@@ -154,7 +154,7 @@ async def test_a_subscriber_behind_the_kept_events_gets_a_snapshot(
     assert snapshot.message["content"] == "0 1 2 3 4 5 6 7 8 9 "
     await draft.text("10")
     [after] = await subscriber.next_batch()
-    assert isinstance(after, TextAppended) and after.seq == 11
+    assert isinstance(after, TextDelta) and after.seq == 11
 
 
 async def test_stop_reaches_an_answer_run_by_another_process() -> None:

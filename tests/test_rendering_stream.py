@@ -13,12 +13,12 @@ import pytest
 from conversations.dom_ids import dom_id
 from conversations.live.draft import AnswerDraft, CallDraft
 from conversations.live.events import (
-    CallChanged,
-    CallStarted,
     Event,
-    StatusChanged,
-    TextAppended,
-    UsageChanged,
+    MessageStatus,
+    TextDelta,
+    ToolCreated,
+    ToolStatus,
+    Usage,
 )
 from conversations.markdown import render_markdown, render_streaming, stable_length
 from conversations.rendering import render, render_events, render_message
@@ -113,7 +113,7 @@ def text_events(answer: AnswerDraft, pieces: list[str]) -> list[list[Event]]:
     batches = []
     for piece in pieces:
         seq += 1
-        batches.append([TextAppended(seq, piece)])
+        batches.append([TextDelta(seq, piece)])
     return batches
 
 
@@ -147,21 +147,21 @@ def test_streamed_blocks_are_rendered_as_the_finished_answer_renders_them(size: 
 
 def test_text_without_a_new_line_is_only_appended() -> None:
     answer = new_answer()
-    first = render_events(answer, [TextAppended(1, "# Title\n\nSome\n")])
+    first = render_events(answer, [TextDelta(1, "# Title\n\nSome\n")])
     markdown, tail = dom_id("message-text-md", 7, 0), dom_id("message-text-tail", 7, 0)
     assert f'<div hx-swap-oob="beforeend:#{markdown}"><h1>Title</h1>' in first
-    more = render_events(answer, [TextAppended(2, "words"), TextAppended(3, " more")])
+    more = render_events(answer, [TextDelta(2, "words"), TextDelta(3, " more")])
     assert more == f'<div hx-swap-oob="beforeend:#{tail}">words more</div>'
 
 
 def test_text_before_tool_calls_becomes_markdown_when_they_start() -> None:
     answer = new_answer()
     page = ShownAnswer(answer.id)
-    page.apply(render_events(answer, [TextAppended(1, "Let me *check*")]))
+    page.apply(render_events(answer, [TextDelta(1, "Let me *check*")]))
     assert page.markdown == ""
     fragments = render_events(
         answer,
-        [CallStarted(2, 1, 0, "call_1", "calculator", 14), TextAppended(3, "Done: **4**")],
+        [ToolCreated(2, 1, 0, "call_1", "calculator", 14), TextDelta(3, "Done: **4**")],
     )
     page.apply(fragments)
     assert page.markdown == str(render_markdown("Let me *check*"))
@@ -172,20 +172,20 @@ def test_text_before_tool_calls_becomes_markdown_when_they_start() -> None:
 
 def test_a_page_that_joins_late_continues_from_the_split_it_was_shown() -> None:
     answer = new_answer()
-    render_events(answer, [TextAppended(1, "One\n\nTwo")])
+    render_events(answer, [TextDelta(1, "One\n\nTwo")])
     # A page shown the answer from its state (a reconnect) mirrors a new draft.
     mirror = AnswerDraft.from_state(answer.state(), seq=answer.seq)
     loaded = render_streaming(mirror.content)
     page = ShownAnswer(mirror.id)
     page.markdown, page.tail = str(loaded.stable), loaded.tail
-    page.apply(render_events(mirror, [TextAppended(2, "\n\nThree\n")]))
+    page.apply(render_events(mirror, [TextDelta(2, "\n\nThree\n")]))
     assert page.markdown == str(render_markdown("One\n\nTwo\n\n"))
     assert page.tail == "Three\n"
 
 
 def test_the_streaming_message_and_the_finished_one_share_their_text_elements() -> None:
     answer = new_answer()
-    render_events(answer, [TextAppended(1, "## Heading\n\nSecond paragraph\n\nThe end")])
+    render_events(answer, [TextDelta(1, "## Heading\n\nSecond paragraph\n\nThe end")])
     streaming = render_message(answer)
     text, markdown = dom_id("message-text", 7, 0), dom_id("message-text-md", 7, 0)
     # The template breaks long tags between attributes.
@@ -194,7 +194,7 @@ def test_the_streaming_message_and_the_finished_one_share_their_text_elements() 
     tail = dom_id("message-text-tail", 7, 0)
     assert f'class="tail plain" id="{tail}">Second paragraph\n\nThe end</div>' in streaming
     finished = render_events(
-        answer, [StatusChanged(2, "complete", "", "2026-01-01T00:00:05+00:00")]
+        answer, [MessageStatus(2, "complete", "", "2026-01-01T00:00:05+00:00")]
     )
     assert 'hx-swap-oob="morph"' in finished
     shown = "<h2>Heading</h2>\n<p>Second paragraph</p>\n<p>The end</p>\n</div></div>"
@@ -204,12 +204,12 @@ def test_the_streaming_message_and_the_finished_one_share_their_text_elements() 
 
 def test_usage_and_changed_cards_are_morphed() -> None:
     answer = new_answer()
-    render_events(answer, [CallStarted(1, 1, 0, "call_1", "calculator", 0)])
+    render_events(answer, [ToolCreated(1, 1, 0, "call_1", "calculator", 0)])
     fragments = render_events(
         answer,
         [
-            CallChanged(2, 1, 0, "succeeded", output="4", arguments='{"expression": "2+2"}'),
-            UsageChanged(3, 10, 20, 30),
+            ToolStatus(2, 1, 0, "succeeded", output="4", arguments='{"expression": "2+2"}'),
+            Usage(3, 10, 20, 30),
         ],
     )
     card, footer = dom_id("tool-call", 7, 1, 0), dom_id("message-footer", 7)
@@ -258,8 +258,8 @@ def test_long_output_is_cut_with_a_show_all_button(output: str, long: bool) -> N
 
 def test_a_second_call_of_a_step_joins_its_group() -> None:
     answer = new_answer()
-    render_events(answer, [CallStarted(1, 1, 0, "call_1", "calculator", 0)])
-    fragments = render_events(answer, [CallStarted(2, 1, 1, "call_2", "calculator", 0)])
+    render_events(answer, [ToolCreated(1, 1, 0, "call_1", "calculator", 0)])
+    fragments = render_events(answer, [ToolCreated(2, 1, 1, "call_2", "calculator", 0)])
     group = dom_id("message-calls", 7, 1)
     assert fragments.startswith(f'\n<div hx-swap-oob="beforeend:#{group}">')
     assert f'id="{dom_id("tool-call", 7, 1, 1)}"' in fragments

@@ -9,12 +9,12 @@ from typing import Any
 from .. import limits, services
 from ..follower import Command, Follower
 from ..live.events import (
-    CallArgumentsAppended,
-    CallChanged,
-    CallStarted,
     Event,
+    MessageStatus,
     Snapshot,
-    StatusChanged,
+    ToolArguments,
+    ToolCreated,
+    ToolStatus,
     event_to_dict,
     tool_call_id,
 )
@@ -27,7 +27,7 @@ SUBPROTOCOL = "chat.v1"
 UNAUTHORIZED = 4401
 NOT_FOUND = 4404
 MAX_FRAME = 64 * 1024
-TOOL_EVENTS = (CallStarted, CallArgumentsAppended, CallChanged)
+TOOL_EVENTS = (ToolCreated, ToolArguments, ToolStatus)
 
 
 class ApiConsumer(Follower):
@@ -172,7 +172,7 @@ def event_data(message_id: int, event: Event) -> dict[str, Any]:
         data["tool_call_id"] = tool_call_id(
             message_id=message_id, step=event.step, index=event.index
         )
-    elif isinstance(event, StatusChanged) and event.status in Message.FINISHED:
+    elif isinstance(event, MessageStatus) and event.status in Message.FINISHED:
         data["type"] = "message.finished"
     return data
 

@@ -15,22 +15,22 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import metrics
-from ..streaming.events import Retrying, Usage
+from ..streaming import events as provider
 from ..streaming.loop import Decision
 from ..streaming.partial_json import parse_partial_arguments
 from ..streaming.tools import ToolResult
 from .events import (
-    CallArgumentsAppended,
-    CallChanged,
-    CallStarted,
     Event,
-    ReasoningAppended,
-    RetryWaiting,
+    MessageStatus,
+    ReasoningDelta,
+    Retrying,
     Snapshot,
-    StatusChanged,
-    StepStarted,
-    TextAppended,
-    UsageChanged,
+    Step,
+    TextDelta,
+    ToolArguments,
+    ToolCreated,
+    ToolStatus,
+    Usage,
 )
 from .parts import group_by_step, split_parts
 from .statuses import ANSWER_IN_PROGRESS, CALL_ANSWERED
@@ -145,7 +145,7 @@ def answer_state(answer: AnswerDraft | Message) -> dict[str, Any]:
 
 
 def decided(decision: Decision | None) -> dict[str, str]:
-    """A `CallChanged`'s decision fields."""
+    """A `ToolStatus`'s decision fields."""
     if decision is None:
         return {}
     return {"decision": decision.name, "decided_by": decision.by, "reason": decision.reason}
@@ -283,32 +283,32 @@ class AnswerDraft:
             raise SequenceGap(self.seq, event.seq)
         self.retry = None
         match event:
-            case TextAppended(text=text):
+            case TextDelta(text=text):
                 self._text.append(text)
                 self._text_length += len(text)
-            case ReasoningAppended(text=text):
+            case ReasoningDelta(text=text):
                 self._reasoning.append(text)
-            case StepStarted(step=step):
+            case Step(step=step):
                 self.steps = step
-            case CallStarted():
+            case ToolCreated():
                 self.calls[(event.step, event.index)] = CallDraft(
                     self.id, event.step, event.index, event.call_id, event.name, event.text_offset
                 )
                 self.calls_version += 1
-            case CallArgumentsAppended():
+            case ToolArguments():
                 call = self.calls[(event.step, event.index)]
                 call.arguments += event.delta
                 call.parsed_arguments = event.parsed
                 self.calls_version += 1
-            case CallChanged():
+            case ToolStatus():
                 self._change_call(event)
-            case RetryWaiting(delay=delay, attempt=attempt, attempts=attempts, reason=reason):
+            case Retrying(delay=delay, attempt=attempt, attempts=attempts, reason=reason):
                 self.retry = RetryDraft(delay, attempt, attempts, reason)
-            case UsageChanged():
+            case Usage():
                 self.input_tokens = event.input_tokens
                 self.output_tokens = event.output_tokens
                 self.total_tokens = event.total_tokens
-            case StatusChanged(status=status, error=error, at=at):
+            case MessageStatus(status=status, error=error, at=at):
                 self.status = status
                 self.error = error
                 if status not in ANSWER_IN_PROGRESS:
@@ -316,7 +316,7 @@ class AnswerDraft:
         self.seq = event.seq
         return True
 
-    def _change_call(self, event: CallChanged) -> None:
+    def _change_call(self, event: ToolStatus) -> None:
         call = self.calls[(event.step, event.index)]
         call.status = event.status
         if event.arguments is not None:
@@ -348,26 +348,24 @@ class AnswerDraft:
     # The tool loop's observer (streaming.loop.LoopObserver).
 
     async def step_started(self, step: int) -> None:
-        self._emit(StepStarted(self.next_seq, step))
+        self._emit(Step(self.next_seq, step))
 
     async def text(self, delta: str) -> None:
         metrics.STREAM_DELTAS.text += 1
-        self._emit(TextAppended(self.next_seq, delta))
+        self._emit(TextDelta(self.next_seq, delta))
 
     async def reasoning_delta(self, delta: str) -> None:
         metrics.STREAM_DELTAS.reasoning += 1
-        self._emit(ReasoningAppended(self.next_seq, delta))
+        self._emit(ReasoningDelta(self.next_seq, delta))
 
     async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
-        self._emit(CallStarted(self.next_seq, step, index, call_id, name, self._text_length))
+        self._emit(ToolCreated(self.next_seq, step, index, call_id, name, self._text_length))
 
     async def tool_arguments(self, step: int, index: int, delta: str) -> None:
         metrics.STREAM_DELTAS.tool_arguments += 1
         so_far = self.calls[(step, index)].arguments + delta
         self._emit(
-            CallArgumentsAppended(
-                self.next_seq, step, index, delta, parse_partial_arguments(so_far)
-            )
+            ToolArguments(self.next_seq, step, index, delta, parse_partial_arguments(so_far))
         )
 
     async def tool_ready(
@@ -376,7 +374,7 @@ class AnswerDraft:
         if (step, index) not in self.calls:
             await self.tool_started(step, index, call_id, name)
         self._emit(
-            CallChanged(
+            ToolStatus(
                 self.next_seq,
                 step,
                 index,
@@ -388,13 +386,13 @@ class AnswerDraft:
 
     async def tool_awaiting_approval(self, step: int, index: int) -> None:
         self._emit(
-            CallChanged(self.next_seq, step, index, "awaiting_approval", at=now().isoformat())
+            ToolStatus(self.next_seq, step, index, "awaiting_approval", at=now().isoformat())
         )
         self._save_soon()
 
     async def tool_running(self, step: int, index: int, decision: Decision | None = None) -> None:
         self._emit(
-            CallChanged(
+            ToolStatus(
                 self.next_seq, step, index, "running", at=now().isoformat(), **decided(decision)
             )
         )
@@ -404,7 +402,7 @@ class AnswerDraft:
     async def tool_denied(self, step: int, index: int, decision: Decision, output: str) -> None:
         metrics.tool_call_ended("denied")
         self._emit(
-            CallChanged(
+            ToolStatus(
                 self.next_seq,
                 step,
                 index,
@@ -423,7 +421,7 @@ class AnswerDraft:
     async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
         metrics.tool_call_ended("succeeded" if result.ok else "failed")
         self._emit(
-            CallChanged(
+            ToolStatus(
                 self.next_seq,
                 step,
                 index,
@@ -434,9 +432,9 @@ class AnswerDraft:
             )
         )
 
-    async def usage(self, usage: Usage) -> None:
+    async def usage(self, usage: provider.Usage) -> None:
         self._emit(
-            UsageChanged(
+            Usage(
                 self.next_seq,
                 (self.input_tokens or 0) + usage.input_tokens,
                 (self.output_tokens or 0) + usage.output_tokens,
@@ -444,14 +442,14 @@ class AnswerDraft:
             )
         )
 
-    async def retrying(self, retry: Retrying) -> None:
+    async def retrying(self, retry: provider.Retrying) -> None:
         self._emit(
-            RetryWaiting(self.next_seq, retry.delay, retry.attempt, retry.attempts, retry.reason)
+            Retrying(self.next_seq, retry.delay, retry.attempt, retry.attempts, retry.reason)
         )
 
     def set_status(self, status: str) -> None:
         """Queued while waiting for the local model, streaming once it is this answer's turn."""
-        self._emit(StatusChanged(self.next_seq, status))
+        self._emit(MessageStatus(self.next_seq, status))
 
     def finish(self, status: str, error: str = "") -> list[Event]:
         """End the answer: unfinished calls cancelled, then its final status.
@@ -464,9 +462,9 @@ class AnswerDraft:
         for (step, index), call in sorted(self.calls.items()):
             if call.status not in CALL_ANSWERED:
                 metrics.tool_call_ended("cancelled")
-                events.append(CallChanged(self.next_seq, step, index, "cancelled", at=at))
+                events.append(ToolStatus(self.next_seq, step, index, "cancelled", at=at))
                 self.apply(events[-1])
-        events.append(StatusChanged(self.next_seq, status, error, at))
+        events.append(MessageStatus(self.next_seq, status, error, at))
         self.apply(events[-1])
         return events
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True)
-class StatusChanged:
+class MessageStatus:
     """The answer is queued, streaming, or finished (complete, failed, cancelled, interrupted)."""
 
     TYPE: ClassVar[str] = "message.status"
@@ -23,7 +23,7 @@ class StatusChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class StepStarted:
+class Step:
     """The answer's next model call (the first, or the one after a round of tool calls)."""
 
     TYPE: ClassVar[str] = "step"
@@ -32,21 +32,21 @@ class StepStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class TextAppended:
+class TextDelta:
     TYPE: ClassVar[str] = "text.delta"
     seq: int
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class ReasoningAppended:
+class ReasoningDelta:
     TYPE: ClassVar[str] = "reasoning.delta"
     seq: int
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class CallStarted:
+class ToolCreated:
     """The model began a tool call; `text_offset` is how much answer text came before it."""
 
     TYPE: ClassVar[str] = "tool.created"
@@ -59,7 +59,7 @@ class CallStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class CallArgumentsAppended:
+class ToolArguments:
     """More of a call's arguments, and all of them so far parsed as far as they go."""
 
     TYPE: ClassVar[str] = "tool.arguments"
@@ -71,7 +71,7 @@ class CallArgumentsAppended:
 
 
 @dataclass(frozen=True, slots=True)
-class CallChanged:
+class ToolStatus:
     """A call's new status: pending (with its whole arguments), awaiting_approval, running, or
     how it ended. The status after someone decided on a call that asks first carries the
     `decision` (approved, denied, timed_out), who made it and why."""
@@ -92,7 +92,7 @@ class CallChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class UsageChanged:
+class Usage:
     """The tokens the answer has used so far, all model calls together."""
 
     TYPE: ClassVar[str] = "usage"
@@ -103,7 +103,7 @@ class UsageChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryWaiting:
+class Retrying:
     """The model call failed before answering (`reason`); try `attempt` of `attempts` starts in
     `delay` seconds. Shown until the answer's next event."""
 
@@ -125,30 +125,30 @@ class Snapshot:
 
 
 Event = (
-    StatusChanged
-    | StepStarted
-    | TextAppended
-    | ReasoningAppended
-    | CallStarted
-    | CallArgumentsAppended
-    | CallChanged
-    | UsageChanged
-    | RetryWaiting
+    MessageStatus
+    | Step
+    | TextDelta
+    | ReasoningDelta
+    | ToolCreated
+    | ToolArguments
+    | ToolStatus
+    | Usage
+    | Retrying
     | Snapshot
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
     kind.TYPE: kind
     for kind in (
-        StatusChanged,
-        StepStarted,
-        TextAppended,
-        ReasoningAppended,
-        CallStarted,
-        CallArgumentsAppended,
-        CallChanged,
-        UsageChanged,
-        RetryWaiting,
+        MessageStatus,
+        Step,
+        TextDelta,
+        ReasoningDelta,
+        ToolCreated,
+        ToolArguments,
+        ToolStatus,
+        Usage,
+        Retrying,
         Snapshot,
     )
 }
