@@ -150,6 +150,9 @@ def test_search_needs_a_login(client: Client) -> None:
     assert response["Location"].startswith(reverse("login"))
 
 
+# A delete stops the conversation's answers first, through channels' database_sync_to_async,
+# which closes a connection left in a transaction, as a test's is: this test commits.
+@pytest.mark.django_db(transaction=True)
 def test_delete_from_the_toolbar_lands_on_the_list(user: User) -> None:
     conversation = conversation_with(user, "Doomed", "bye")
     client = signed_in(user)

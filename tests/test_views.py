@@ -219,6 +219,9 @@ def test_someone_elses_conversation_is_a_404(user: User, other_user: User) -> No
     assert Conversation.objects.filter(pk=theirs.pk).exists()
 
 
+# A delete stops the conversation's answers first, through channels' database_sync_to_async,
+# which closes a connection left in a transaction, as a test's is: this test commits.
+@pytest.mark.django_db(transaction=True)
 def test_delete_removes_the_conversation_and_its_messages(user: User) -> None:
     conversation = Conversation.objects.create(owner=user)
     Message.objects.create(conversation=conversation, role="user", content="bye")
