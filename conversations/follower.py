@@ -63,18 +63,18 @@ class Follower(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close()
             return
         await self.accept(subprotocol=self.subprotocol())
+        # Accepted first, then closed with a code that says why: a refused handshake tells the
+        # other side nothing, and htmx would reconnect for ever.
         try:
             self.check_access()
-            try:
-                conversation = await services.aconversation_get(
-                    user=self.scope["user"],
-                    conversation_id=int(self.scope["url_route"]["kwargs"]["conversation_id"]),
-                )
-            except Conversation.DoesNotExist:
-                raise NotFound("No such conversation.") from None
+            conversation = await services.aconversation_get(
+                user=self.scope["user"],
+                conversation_id=int(self.scope["url_route"]["kwargs"]["conversation_id"]),
+            )
+        except Conversation.DoesNotExist:
+            await self.refuse_connection(NotFound("No such conversation."))
+            return
         except Refusal as refusal:
-            # Accepted first, then closed with a code that says why: a refused handshake tells
-            # the other side nothing, and htmx would reconnect for ever.
             await self.refuse_connection(refusal)
             return
         self.group = conversation_group(conversation.pk)
@@ -251,16 +251,15 @@ class Follower(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def send_events(self, message_id: int, events: list[Event]) -> None:
         """Show `events`, the next of the answer's; it is forgotten once one ends it."""
+        end = next((at for at, event in enumerate(events) if ends_answer(event)), None)
+        if end is not None:
+            events = events[: end + 1]
         if not events:
             return
-        for position, event in enumerate(events):
-            if ends_answer(event):
-                events = events[: position + 1]
-                break
         if message_id in self.seen:
             self.seen[message_id] = events[-1].seq
         await self.show_events(message_id, events)
-        if ends_answer(events[-1]):
+        if end is not None:
             self.forget(message_id)
 
     async def refresh(self, message_id: int) -> None:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .. import metrics
 from ..streaming import events as provider
@@ -34,9 +34,6 @@ from .events import (
 )
 from .parts import group_by_step, split_parts
 from .statuses import ANSWER_IN_PROGRESS, CALL_ANSWERED
-
-if TYPE_CHECKING:
-    from ..models import Message
 
 
 class SequenceGap(Exception):
@@ -118,7 +115,7 @@ def call_fields(call: object) -> dict[str, Any]:
     return {name: getattr(call, name) for name in CALL_FIELDS}
 
 
-def answer_state(answer: AnswerDraft | Message) -> dict[str, Any]:
+def answer_state(answer: AnswerRecord) -> dict[str, Any]:
     """The whole answer as JSON-ready data (a snapshot's `message`), from a draft or a row."""
     calls = []
     for step in answer.tool_call_steps():
@@ -171,20 +168,43 @@ class AnswerCheckpoint:
 
 
 class AnswerRecord(Protocol):
-    """A saved answer as a `Message` row has it (a draft has the same)."""
+    """A saved answer as a `Message` row has it (a draft has the same), read only."""
 
-    id: int
-    created_at: datetime
-    model: str
-    status: str
-    error: str
-    content: str
-    reasoning: str
-    steps: int
-    input_tokens: int | None
-    output_tokens: int | None
-    total_tokens: int | None
-    finished_at: datetime | None
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def error(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
+
+    @property
+    def reasoning(self) -> str: ...
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def input_tokens(self) -> int | None: ...
+
+    @property
+    def output_tokens(self) -> int | None: ...
+
+    @property
+    def total_tokens(self) -> int | None: ...
+
+    @property
+    def finished_at(self) -> datetime | None: ...
 
     def tool_call_steps(self) -> Sequence[Sequence[Any]]: ...
 
