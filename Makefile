@@ -18,7 +18,7 @@ LLAMA_SETTINGS = $(if $(LLAMA_CMAKE_ARGS),--config-settings-package "llama-cpp-p
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
-.PHONY: run test test-backends install uv browser nginx lint bench mutate
+.PHONY: run test test-backends install uv browser nginx mcp-servers lint bench mutate
 
 uv:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -55,13 +55,28 @@ nginx:
 			echo "nginx is missing: install Debian's nginx package for the load balancer test."; \
 		fi; }
 
-test: install browser nginx
+# A third-party MCP server the tests run (tests/test_mcp_third_party.py), from the npm registry at
+# the versions tests/mcp_servers/package-lock.json pins, into that folder only.
+MCP_SERVERS_DIR := tests/mcp_servers
+mcp-servers: $(MCP_SERVERS_DIR)/node_modules/.package-lock.json
+
+$(MCP_SERVERS_DIR)/node_modules/.package-lock.json: $(MCP_SERVERS_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+		else \
+			echo "npm is missing: install Debian's nodejs and npm packages for the MCP tests."; exit 1; \
+		fi; }
+	cd $(MCP_SERVERS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+test: install browser nginx mcp-servers
 	$(VENV)/lint-imports --no-cache
 	$(VENV)/python -m pytest
 	$(MAKE) --no-print-directory test-backends
 
 # The suite again on PostgreSQL and channels-redis, as production runs it.
-test-backends: install
+test-backends: install mcp-servers
 	@if $(VENV)/python -c 'import socket; [socket.create_connection(("127.0.0.1", p), 2).close() for p in (5432, 6379)]' 2>/dev/null; then \
 		DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(VENV)/python -m pytest -m "not browser"; \
 	elif [ -n "$${CI:-}" ]; then \

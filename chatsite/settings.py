@@ -220,6 +220,15 @@ CHAT_MESSAGES_PER_MINUTE = env_int("CHAT_MESSAGES_PER_MINUTE", 20)
 # The deployer's own tools, offered in every conversation beside the built-in ones: dotted paths
 # to functions (their schema from the type hints) or to `Tool` objects (docs/settings.md).
 CHAT_TOOLS = env_list("CHAT_TOOLS")
+# The MCP servers whose tools are offered too: a JSON file in the shape Claude Desktop uses,
+# {"mcpServers": {"<name>": {...}}} (docs/mcp.md). Empty: none.
+MCP_SERVERS_FILE = os.environ.get("MCP_SERVERS_FILE", "").strip()
+# How long the first answer waits for MCP servers still starting before it goes on without them.
+MCP_START_WAIT = env_float("MCP_START_WAIT", 5.0)
+# A tool's output longer than this many characters is cut, with a note, for the model and the card.
+CHAT_TOOL_OUTPUT_LIMIT = env_int("CHAT_TOOL_OUTPUT_LIMIT", 100_000)
+# A running tool's progress reports closer together than this many seconds are merged into one.
+CHAT_PROGRESS_INTERVAL = env_float("CHAT_PROGRESS_INTERVAL", 0.1)
 CHAT_CONCURRENT_ANSWERS = env_int("CHAT_CONCURRENT_ANSWERS", 3)
 # The largest WebSocket message the server reads, in bytes (a 20,000-character message fits
 # several times over); `manage.py serve` closes the socket with 1009 past it.

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet, Sum
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils.html import format_html
 
+from . import mcp_servers
 from .api import tokens
 from .models import ApiToken, Conversation, ConversationQuerySet, Message, ToolCall
 from .templatetags.chat import seconds
@@ -19,6 +24,14 @@ class DurationColumn:
     @admin.display(description="duration")
     def duration_display(self, row: Message | ToolCall) -> str:
         return seconds(row.duration)
+
+    @admin.display(description="progress")
+    def progress_display(self, row: Message | ToolCall) -> str:
+        """A call's last reported progress: "3 of 5: message"; empty when it reported none."""
+        if not isinstance(row, ToolCall) or row.progress is None:
+            return ""
+        done = f"{row.progress:g}" + (f" of {row.progress_total:g}" if row.progress_total else "")
+        return f"{done}: {row.progress_message}" if row.progress_message else done
 
 
 class MessageInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -48,11 +61,14 @@ class ToolCallInline(DurationColumn, admin.StackedInline):  # type: ignore[type-
         "step",
         "index",
         "name",
+        "server",
         "call_id",
         "status",
         "arguments",
         "parsed_arguments",
+        "progress_display",
         "output",
+        "structured_output",
         "error",
         "decision",
         "decided_by",
@@ -206,8 +222,11 @@ class MessageAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(ToolCall)
 class ToolCallAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
+    # Its list links to the MCP servers' page (mcp_servers_view).
+    change_list_template = "admin/conversations/toolcall/change_list.html"
     list_display = [
         "name",
+        "server",
         "status",
         "decision",
         "decided_by",
@@ -216,7 +235,7 @@ class ToolCallAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
         "duration_display",
         "started_at",
     ]
-    list_filter = ["status", "decision", "name", "started_at"]
+    list_filter = ["status", "server", "decision", "name", "started_at"]
     search_fields = ["name", "call_id", "arguments", "output", "error", "decided_by"]
     list_select_related = ["message"]
     readonly_fields = [
@@ -226,10 +245,13 @@ class ToolCallAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
         "text_offset",
         "call_id",
         "name",
+        "server",
         "arguments",
         "parsed_arguments",
         "status",
+        "progress_display",
         "output",
+        "structured_output",
         "error",
         "decision",
         "decided_by",
@@ -243,6 +265,26 @@ class ToolCallAdmin(DurationColumn, admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.mcp_servers_view)
+        return [
+            path("mcp-servers/", view, name="conversations_mcp_servers"),
+            *super().get_urls(),
+        ]
+
+    def mcp_servers_view(self, request: HttpRequest) -> HttpResponse:
+        """The MCP servers of MCP_SERVERS_FILE as this process has them: state, tools, last
+        error and restart."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "MCP servers",
+            "opts": self.model._meta,
+            "servers": mcp_servers.overview(),
+            "file": settings.MCP_SERVERS_FILE,
+            "pid": os.getpid(),
+        }
+        return TemplateResponse(request, "admin/conversations/mcp_servers.html", context)
 
 
 @admin.register(ApiToken)

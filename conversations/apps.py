@@ -12,6 +12,8 @@ class ConversationsConfig(AppConfig):
     def ready(self) -> None:
         from django.core import checks
 
+        from .mcp_servers import check_mcp_servers
         from .toolbox import check_deployer_tools
 
         checks.register(check_deployer_tools)
+        checks.register(check_mcp_servers)

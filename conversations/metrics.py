@@ -171,6 +171,18 @@ def tool_call_ended(status: str) -> None:
     _tool_calls[status].inc()
 
 
+MCP_CALLS = Counter(
+    "chat_mcp_calls",
+    "Calls of MCP servers' tools ended, by server and status: succeeded, failed, denied, "
+    "cancelled.",
+    ["server", "status"],
+)
+
+
+def mcp_call_ended(server: str, status: str) -> None:
+    MCP_CALLS.labels(server, status).inc()
+
+
 CHECKPOINT_WRITES = Counter(
     "chat_checkpoint_writes",
     "Saves of running answers to their Message and ToolCall rows (periodic and final).",

@@ -175,6 +175,15 @@ class ToolCall(models.Model):
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     decision_reason = models.TextField(blank=True, help_text="Why it was denied, if anyone said.")
+    server = models.CharField(
+        max_length=64, blank=True, help_text="The MCP server of the tool; empty for the site's own."
+    )
+    progress = models.FloatField(null=True, blank=True, help_text="The last progress reported.")
+    progress_total = models.FloatField(null=True, blank=True)
+    progress_message = models.CharField(max_length=500, blank=True)
+    structured_output = models.JSONField(
+        null=True, blank=True, help_text="The JSON result beside the text (structuredContent)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

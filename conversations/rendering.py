@@ -21,6 +21,7 @@ from .live.events import (
     TextDelta,
     ToolArguments,
     ToolCreated,
+    ToolProgress,
     ToolStatus,
     Usage,
 )
@@ -185,7 +186,7 @@ def render_events(answer: AnswerDraft, events: Iterable[Event]) -> str:
                 groups += opens_group
             case ToolArguments(step=step, index=index):
                 changed_calls.setdefault((step, index), False)
-            case ToolStatus(step=step, index=index):
+            case ToolStatus(step=step, index=index) | ToolProgress(step=step, index=index):
                 changed_calls[(step, index)] = True
             case Usage():
                 footer = True

@@ -36,7 +36,7 @@ from .streaming.loop import (
     run_tool_loop,
 )
 from .streaming.responses import chat_messages_to_input, stream_response
-from .toolbox import toolbox_for
+from .toolbox import atoolbox_for
 
 logger = logging.getLogger(__name__)
 
@@ -229,9 +229,12 @@ async def answer(message: Message, configured: llm.Endpoint, run: RunStream) -> 
     else:
         session = ChatCompletionsSession(llm.chat_provider(client, configured), history)
     draft = run.draft
+    toolbox = await atoolbox_for(user_id=conversation.owner_id, conversation_id=conversation.pk)
+    draft.tool_servers = {tool.name: tool.server for tool in toolbox if tool.server}
+    draft.progress_interval = settings.CHAT_PROGRESS_INTERVAL
     outcome = await run_tool_loop(
         session=session,
-        toolbox=toolbox_for(user_id=conversation.owner_id, conversation_id=conversation.pk),
+        toolbox=toolbox,
         observer=draft,
         max_steps=settings.LLM_MAX_STEPS,
         approver=run,

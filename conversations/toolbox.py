@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 
 from channels.db import aclose_old_connections
 from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
-from . import actions, services
+from . import actions, mcp_servers, services
 from .models import Message
 from .refusals import InvalidInput
 from .streaming.builtin_tools import CALCULATOR, CURRENT_TIME
@@ -21,15 +22,61 @@ SEARCH_LIMIT = 10
 EXCERPT_RADIUS = 120
 
 
+logger = logging.getLogger(__name__)
+
+
 def toolbox_for(*, user_id: int, conversation_id: int) -> Toolbox:
     """The user's tools in one conversation: the built-ins, then the deployer's (CHAT_TOOLS)."""
-    return _toolbox(user_id, conversation_id, tuple(settings.CHAT_TOOLS))
+    return _toolbox(
+        user_id, conversation_id, tuple(settings.CHAT_TOOLS), settings.CHAT_TOOL_OUTPUT_LIMIT
+    )
 
 
 @functools.lru_cache(maxsize=1024)
-def _toolbox(user_id: int, conversation_id: int, deployed: tuple[str, ...]) -> Toolbox:
+def _toolbox(
+    user_id: int, conversation_id: int, deployed: tuple[str, ...], output_limit: int
+) -> Toolbox:
     # Kept: checking the tools' schemas again for every answer costs.
-    return Toolbox([*built_in_tools(user_id, conversation_id), *deployer_tools(deployed)])
+    return Toolbox(
+        [*built_in_tools(user_id, conversation_id), *deployer_tools(deployed)],
+        output_limit=output_limit,
+    )
+
+
+async def atoolbox_for(*, user_id: int, conversation_id: int) -> Toolbox:
+    """`toolbox_for`, and the tools of the MCP servers that are up (MCP_SERVERS_FILE)."""
+    site = toolbox_for(user_id=user_id, conversation_id=conversation_id)
+    remote = tuple(await mcp_servers.offered_tools())
+    if not remote:
+        return site
+    key = (id(site), *map(id, remote))
+    kept = _with_remote.get(key)
+    # The tools themselves are kept beside the toolbox: an id is only theirs while they live.
+    if (
+        kept is not None
+        and kept[0] is site
+        and all(a is b for a, b in zip(kept[1], remote, strict=True))
+    ):
+        return kept[2]
+    taken = set(site.names)
+    offered = []
+    for tool in remote:
+        if tool.name in taken:
+            logger.warning(
+                "MCP server %s offers a tool named %r, as the site has one; it is left out.",
+                tool.server,
+                tool.name,
+            )
+            continue
+        offered.append(tool)
+    toolbox = Toolbox([*site, *offered], output_limit=site.output_limit)
+    if len(_with_remote) >= 256:
+        _with_remote.clear()
+    _with_remote[key] = (site, remote, toolbox)
+    return toolbox
+
+
+_with_remote: dict[tuple[int, ...], tuple[Toolbox, tuple[Tool, ...], Toolbox]] = {}
 
 
 def built_in_tools(user_id: int, conversation_id: int) -> list[Tool]:

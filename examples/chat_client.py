@@ -173,6 +173,12 @@ async def apply(socket: ClientConnection, answer: Answer, event: dict[str, Any])
             answer.calls[event["tool_call_id"]] = Call(event["name"])
         case "tool.status":
             await tool_status(socket, answer, event)
+        case "tool.progress":
+            call = answer.calls.setdefault(event["tool_call_id"], Call("tool"))
+            done = f"{event['progress']:g}"
+            if event["total"]:
+                done += f"/{event['total']:g}"
+            note(f"[{call.name}: {done}{' ' + event['message'] if event['message'] else ''}]")
         case "message.status" if event["status"] == "queued":
             note("[queued: waiting for the model]")
         case "retrying":

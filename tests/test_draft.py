@@ -244,6 +244,11 @@ def test_a_draft_restored_from_its_state_renders_like_the_original() -> None:
                 "decided_by": "",
                 "decided_at": None,
                 "decision_reason": "",
+                "server": "",
+                "progress": None,
+                "progress_total": None,
+                "progress_message": "",
+                "structured_output": None,
             }
         ],
     }

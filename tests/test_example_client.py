@@ -16,13 +16,28 @@ from typing import Any
 import pytest
 
 from tests.helpers.fake_openai import FakeOpenAI, sse, text_stream, tool_calls_stream
+from tests.helpers.mcp import faults_stdio, servers_file
 from tests.helpers.servers import ROOT, daphne, free_port, migrate, site_env
 
 CLIENT = ROOT / "examples" / "chat_client.py"
 
 
 @pytest.fixture
-def site(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str, str]]:
+def site_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """Settings the site gets besides the fixture's own: none, or with the parameter "mcp" the
+    fault server of tests/helpers/mcp_faults.py as an MCP server whose calls run at once."""
+    if getattr(request, "param", None) != "mcp":
+        return {}
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    path = servers_file(tmp_path, {"faults": faults_stdio(markers, requires_approval=False)})
+    return {"MCP_SERVERS_FILE": str(path)}
+
+
+@pytest.fixture
+def site(
+    fake_openai: FakeOpenAI, tmp_path: Path, site_settings: dict[str, str]
+) -> Iterator[tuple[str, str]]:
     """A live server on its own SQLite database with one user; its URL and an API token of hers."""
     env = site_env(
         fake_openai,
@@ -30,6 +45,7 @@ def site(fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[tuple[str, str]]:
         SECRET_KEY="example-client-test",
         # The in-memory channel layer: one process.
         REDIS_URL="",
+        **site_settings,
     )
     migrate(env)
     manage(
@@ -103,6 +119,22 @@ async def test_the_client_streams_an_answer_with_a_tool_call_and_exits_0(
         "What is 17 * 23?",
         "17 times 23 is 391.",
     ]
+
+
+@pytest.mark.parametrize("site_settings", ["mcp"], indirect=True)
+async def test_the_client_prints_a_tools_progress(
+    site: tuple[str, str], fake_openai: FakeOpenAI
+) -> None:
+    url, token = site
+    fake_openai.queue(sse(tool_calls_stream([("faults__slow", '{"seconds": 0.5}')])))
+    fake_openai.queue(sse(text_stream("Worked.")))
+
+    code, out, err = await run_client("--url", url, "--token", token, "Work a little")
+
+    assert code == 0, err
+    assert out == "Worked.\n"
+    assert "[faults__slow: 1/5 step 1 of 5]" in err
+    assert "[faults__slow done in " in err
 
 
 async def test_the_client_asks_before_a_tool_that_needs_approval(

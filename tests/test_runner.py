@@ -117,10 +117,10 @@ async def test_a_bug_in_the_run_fails_the_answer_with_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken_toolbox(**kwargs: Any) -> Any:
+    async def broken_toolbox(**kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(runner, "toolbox_for", broken_toolbox)
+    monkeypatch.setattr(runner, "atoolbox_for", broken_toolbox)
     conversation = await new_conversation(user)
     page = await opened(connect, conversation, user)
 

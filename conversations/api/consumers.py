@@ -14,6 +14,7 @@ from ..live.events import (
     Snapshot,
     ToolArguments,
     ToolCreated,
+    ToolProgress,
     ToolStatus,
     event_to_dict,
     tool_call_id,
@@ -27,7 +28,7 @@ SUBPROTOCOL = "chat.v1"
 UNAUTHORIZED = 4401
 NOT_FOUND = 4404
 MAX_FRAME = 64 * 1024
-TOOL_EVENTS = (ToolCreated, ToolArguments, ToolStatus)
+TOOL_EVENTS = (ToolCreated, ToolArguments, ToolStatus, ToolProgress)
 
 
 class ApiConsumer(Follower):

@@ -7,6 +7,7 @@ both hold the same answer at the same `seq`. Plain Python: no Django, no databas
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from .events import (
     TextDelta,
     ToolArguments,
     ToolCreated,
+    ToolProgress,
     ToolStatus,
     Usage,
 )
@@ -82,6 +84,13 @@ class CallDraft:
     decided_by: str = ""
     decided_at: datetime | None = None
     decision_reason: str = ""
+    # The MCP server the tool comes from ("" for the site's own tools).
+    server: str = ""
+    # The last progress the running tool reported (progress of total, and its message).
+    progress: float | None = None
+    progress_total: float | None = None
+    progress_message: str = ""
+    structured_output: Any = None
 
     @property
     def duration(self) -> timedelta | None:
@@ -139,6 +148,10 @@ def answer_state(answer: AnswerRecord) -> dict[str, Any]:
         "finished_at": answer.finished_at.isoformat() if answer.finished_at else None,
         "tool_calls": calls,
     }
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def decided(decision: Decision | None) -> dict[str, str]:
@@ -252,6 +265,13 @@ class AnswerDraft:
         # Called when a change should reach the rows now rather than at the next checkpoint
         # (a call starts waiting for the user, or is decided on).
         self.save_soon: Callable[[], None] | None = None
+        # The MCP server of each tool that has one, by the tool's name (set by the runner).
+        self.tool_servers: dict[str, str] = {}
+        # Progress reports are merged: at most one event per call every `progress_interval`
+        # seconds, the latest report last (see tool_progress).
+        self.progress_interval = 0.1
+        self._progress_sent: dict[tuple[int, int], float] = {}
+        self._progress_waiting: dict[tuple[int, int], ToolProgress] = {}
 
     # What templates and the checkpoint read, as on a Message.
 
@@ -312,8 +332,20 @@ class AnswerDraft:
                 self.steps = step
             case ToolCreated():
                 self.calls[(event.step, event.index)] = CallDraft(
-                    self.id, event.step, event.index, event.call_id, event.name, event.text_offset
+                    self.id,
+                    event.step,
+                    event.index,
+                    event.call_id,
+                    event.name,
+                    event.text_offset,
+                    server=event.server,
                 )
+                self.calls_version += 1
+            case ToolProgress():
+                call = self.calls[(event.step, event.index)]
+                call.progress = event.progress
+                call.progress_total = event.total
+                call.progress_message = event.message
                 self.calls_version += 1
             case ToolArguments():
                 call = self.calls[(event.step, event.index)]
@@ -352,6 +384,7 @@ class AnswerDraft:
         elif event.status not in ("pending", "awaiting_approval"):
             call.output = event.output
             call.error = event.error
+            call.structured_output = event.structured
             call.finished_at = parse_time(event.at)
         self.calls_version += 1
 
@@ -379,7 +412,10 @@ class AnswerDraft:
         self._emit(ReasoningDelta(self.next_seq, delta))
 
     async def tool_started(self, step: int, index: int, call_id: str, name: str) -> None:
-        self._emit(ToolCreated(self.next_seq, step, index, call_id, name, self._text_length))
+        server = self.tool_servers.get(name, "")
+        self._emit(
+            ToolCreated(self.next_seq, step, index, call_id, name, self._text_length, server)
+        )
 
     async def tool_arguments(self, step: int, index: int, delta: str) -> None:
         metrics.STREAM_DELTAS.tool_arguments += 1
@@ -420,7 +456,7 @@ class AnswerDraft:
             self._save_soon()
 
     async def tool_denied(self, step: int, index: int, decision: Decision, output: str) -> None:
-        metrics.tool_call_ended("denied")
+        self._count_ended(step, index, "denied")
         self._emit(
             ToolStatus(
                 self.next_seq,
@@ -438,8 +474,42 @@ class AnswerDraft:
         if self.save_soon is not None:
             self.save_soon()
 
+    async def tool_progress(
+        self, step: int, index: int, progress: float, total: float | None, message: str
+    ) -> None:
+        """One event per report, unless reports come faster than `progress_interval`: then the
+        latest waits out the interval (a flood of reports costs the stream nothing)."""
+        key = (step, index)
+        if key not in self.calls or self.calls[key].status != "running":
+            return
+        report = ToolProgress(0, step, index, float(progress), _number(total), message[:500])
+        loop = asyncio.get_running_loop()
+        wait = self._progress_sent.get(key, -math.inf) + self.progress_interval - loop.time()
+        if wait <= 0:
+            self._send_progress(report)
+            return
+        if key not in self._progress_waiting:
+            loop.call_later(wait, self._send_waiting_progress, key)
+        self._progress_waiting[key] = report
+
+    def _send_waiting_progress(self, key: tuple[int, int]) -> None:
+        report = self._progress_waiting.pop(key, None)
+        if report is not None and self.calls[key].status == "running":
+            self._send_progress(report)
+
+    def _send_progress(self, report: ToolProgress) -> None:
+        self._progress_sent[(report.step, report.index)] = asyncio.get_running_loop().time()
+        self._emit(replace(report, seq=self.next_seq))
+
+    def _count_ended(self, step: int, index: int, status: str) -> None:
+        metrics.tool_call_ended(status)
+        server = self.calls[(step, index)].server
+        if server:
+            metrics.mcp_call_ended(server, status)
+
     async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
-        metrics.tool_call_ended("succeeded" if result.ok else "failed")
+        self._count_ended(step, index, "succeeded" if result.ok else "failed")
+        self._progress_waiting.pop((step, index), None)
         self._emit(
             ToolStatus(
                 self.next_seq,
@@ -449,6 +519,7 @@ class AnswerDraft:
                 output=result.output,
                 error=result.error,
                 at=now().isoformat(),
+                structured=result.structured,
             )
         )
 
@@ -481,7 +552,7 @@ class AnswerDraft:
         events: list[Event] = []
         for (step, index), call in sorted(self.calls.items()):
             if call.status not in CALL_ANSWERED:
-                metrics.tool_call_ended("cancelled")
+                self._count_ended(step, index, "cancelled")
                 events.append(ToolStatus(self.next_seq, step, index, "cancelled", at=at))
                 self.apply(events[-1])
         events.append(MessageStatus(self.next_seq, status, error, at))

@@ -56,6 +56,8 @@ class ToolCreated:
     call_id: str
     name: str
     text_offset: int
+    # The MCP server the tool comes from, "" for the site's own tools.
+    server: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,23 @@ class ToolStatus:
     decision: str = ""
     decided_by: str = ""
     reason: str = ""
+    # A finished call's JSON result beside its text (an MCP tool's structuredContent), or None.
+    structured: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolProgress:
+    """How far a running call has got, as its tool reported it (an MCP server's
+    notifications/progress): `progress` of `total` (None when the tool does not know), and what
+    it is doing. Reports closer together than CHAT_PROGRESS_INTERVAL are merged."""
+
+    TYPE: ClassVar[str] = "tool.progress"
+    seq: int
+    step: int
+    index: int
+    progress: float
+    total: float | None = None
+    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +151,7 @@ Event = (
     | ToolCreated
     | ToolArguments
     | ToolStatus
+    | ToolProgress
     | Usage
     | Retrying
     | Snapshot
@@ -147,6 +167,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ToolCreated,
         ToolArguments,
         ToolStatus,
+        ToolProgress,
         Usage,
         Retrying,
         Snapshot,

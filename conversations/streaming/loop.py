@@ -73,6 +73,11 @@ class LoopObserver(Protocol):
     async def tool_denied(self, step: int, index: int, decision: Decision, output: str) -> None:
         """The call will not run; `output` tells the model so."""
 
+    async def tool_progress(
+        self, step: int, index: int, progress: float, total: float | None, message: str
+    ) -> None:
+        """A running call reported how far it has got (an MCP server's notifications/progress)."""
+
     async def tool_finished(self, step: int, index: int, result: ToolResult) -> None: ...
     async def usage(self, usage: Usage) -> None: ...
     async def retrying(self, retry: Retrying) -> None: ...
@@ -230,7 +235,11 @@ async def run_one_call(
             await observer.tool_denied(step, call.index, decision, output)
             return ToolResult(ok=False, output=output)
     await observer.tool_running(step, call.index, decision)
-    result = await toolbox.run(call.name, call.arguments)
+
+    async def progress(done: float, total: float | None, message: str) -> None:
+        await observer.tool_progress(step, call.index, done, total, message)
+
+    result = await toolbox.run(call.name, call.arguments, progress)
     await observer.tool_finished(step, call.index, result)
     return result
 

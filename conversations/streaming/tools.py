@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import json
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -49,6 +50,10 @@ class Tool:
     timeout: float = 10.0
     # Asks the user before it runs: the loop waits for a decision (see streaming.loop.Approver).
     needs_approval: bool = False
+    # The MCP server the tool comes from (its name), or "" for a tool of this process.
+    server: str = ""
+    # The timeout counts from the call's last progress report, not from its start (it says so).
+    idle_timeout: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_PATTERN.match(self.name):
@@ -88,11 +93,16 @@ class Tool:
 
 @dataclass(frozen=True)
 class ToolResult:
-    """What a tool call produced: `output` goes back to the model, `error` is for display."""
+    """What a tool call produced: `output` goes back to the model, `error` is for display,
+    `structured` is the JSON a tool returned beside its text (an MCP tool's structuredContent).
+
+    A tool's function may return one itself: a failure it reports rather than raises.
+    """
 
     ok: bool
     output: str
     error: str = ""
+    structured: Any = None
 
     @classmethod
     def failure(cls, reason: str) -> ToolResult:
@@ -102,10 +112,37 @@ class ToolResult:
         return cls(ok=False, output=f"Error: {reason}", error=short)
 
 
-class Toolbox:
-    """The tools offered to the model in one conversation, looked up by name."""
+# How a running tool tells how far it has got: progress, total (None if unknown), message.
+ProgressReporter = Callable[[float, float | None, str], Awaitable[None]]
 
-    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+_progress_reporter: contextvars.ContextVar[ProgressReporter | None] = contextvars.ContextVar(
+    "progress_reporter", default=None
+)
+
+
+def progress_reporter() -> ProgressReporter | None:
+    """The running call's progress reporter, for a tool that reports from another task (an MCP
+    session's): take it when the call starts. None outside a call."""
+    return _progress_reporter.get()
+
+
+async def report_progress(progress: float, total: float | None = None, message: str = "") -> None:
+    """Called by a running async tool: shows how far it has got on its card, and restarts its
+    timeout. Does nothing outside a tool call."""
+    reporter = _progress_reporter.get()
+    if reporter is not None:
+        await reporter(progress, total, message)
+
+
+class Toolbox:
+    """The tools offered to the model in one conversation, looked up by name.
+
+    An output longer than `output_limit` characters is cut, with a note saying so, before the
+    model or the card sees it.
+    """
+
+    def __init__(self, tools: Iterable[Tool] = (), *, output_limit: int = 100_000) -> None:
+        self.output_limit = output_limit
         self._tools: dict[str, Tool] = {}
         self._validators: dict[str, Draft202012Validator] = {}
         for tool in tools:
@@ -174,28 +211,63 @@ class Toolbox:
             return ToolResult.failure(f"invalid arguments: {detail}")
         return parsed
 
-    async def run(self, name: str, arguments: str) -> ToolResult:
+    async def run(
+        self, name: str, arguments: str, progress: ProgressReporter | None = None
+    ) -> ToolResult:
         """Validate and run one call. Every failure becomes an error result; only cancellation
-        propagates, so a Stop can cancel running tools."""
+        propagates, so a Stop can cancel running tools (an MCP call's cancellation then reaches
+        its server). `progress` hears the tool's reports (`report_progress`); each one restarts
+        the timeout."""
         parsed = self._check(name, arguments)
         if isinstance(parsed, ToolResult):
             return parsed
         tool = self._tools[name]
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(tool.timeout) as deadline:
-                if _is_async(tool.function):
-                    value = await tool.function(**parsed)
-                else:
-                    # A thread cannot be interrupted: on timeout it finishes in the background.
-                    value = await asyncio.to_thread(tool.function, **parsed)
-                output = value if isinstance(value, str) else json.dumps(value, default=str)
+
+                async def reported(done: float, total: float | None, message: str) -> None:
+                    if not deadline.expired():
+                        deadline.reschedule(loop.time() + tool.timeout)
+                    if progress is not None:
+                        await progress(done, total, message)
+
+                token = _progress_reporter.set(reported)
+                try:
+                    if _is_async(tool.function):
+                        value = await tool.function(**parsed)
+                    else:
+                        # A thread cannot be interrupted: on timeout it finishes in the background.
+                        value = await asyncio.to_thread(tool.function, **parsed)
+                finally:
+                    _progress_reporter.reset(token)
         except TimeoutError as exc:
             if deadline.expired():
-                return ToolResult.failure(f"the tool timed out after {tool.timeout:g} s")
+                without = " without progress" if tool.idle_timeout else ""
+                return ToolResult.failure(f"the tool timed out after {tool.timeout:g} s{without}")
             return ToolResult.failure(_describe(exc))
         except Exception as exc:
             return ToolResult.failure(_describe(exc))
-        return ToolResult(ok=True, output=output)
+        if isinstance(value, ToolResult):
+            return self._limited(value)
+        output = value if isinstance(value, str) else json.dumps(value, default=str)
+        return self._limited(ToolResult(ok=True, output=output))
+
+    def _limited(self, result: ToolResult) -> ToolResult:
+        """The result with its output cut to `output_limit` characters, saying so; its
+        structured JSON is dropped when that is longer (the text says what it held)."""
+        if result.structured is not None and (
+            len(json.dumps(result.structured, default=str)) > self.output_limit
+        ):
+            result = replace(result, structured=None)
+        size = len(result.output)
+        if size <= self.output_limit:
+            return result
+        note = (
+            f"\n[The output was cut: {size:,} characters, of which the first "
+            f"{self.output_limit:,} are shown.]"
+        )
+        return replace(result, output=result.output[: self.output_limit] + note)
 
 
 def _is_async(function: Callable[..., Any]) -> bool:

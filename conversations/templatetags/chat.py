@@ -74,6 +74,25 @@ def argument_text(value: Any) -> str:
 
 
 @register.filter
+def tool_label(call: Any) -> str:
+    """A call's tool as its card names it: an MCP tool without its server's prefix (the card
+    shows the server beside it)."""
+    prefix = f"{call.server}__"
+    if call.server and call.name.startswith(prefix):
+        return str(call.name[len(prefix) :])
+    return str(call.name)
+
+
+@register.filter
+def progress_percent(call: Any) -> int | None:
+    """A running call's progress as a whole percentage, when its tool said of how much."""
+    if call.progress is None or not call.progress_total or call.progress_total <= 0:
+        return None
+    percent: float = 100 * call.progress / call.progress_total
+    return max(0, min(100, round(percent)))
+
+
+@register.filter
 def is_long_output(text: str) -> bool:
     """Output a tool card shows cut, with a "Show all" button."""
     return len(text) > LONG_OUTPUT_CHARACTERS or text.count("\n") >= LONG_OUTPUT_LINES

@@ -85,6 +85,11 @@ class Log:
     async def tool_denied(self, step: int, index: int, decision: Decision, output: str) -> None:
         self.entries.append(("denied", step, index, decision.name, decision.by, output))
 
+    async def tool_progress(
+        self, step: int, index: int, progress: float, total: float | None, message: str
+    ) -> None:
+        self.entries.append(("progress", step, index, progress, total, message))
+
     async def tool_finished(self, step: int, index: int, result: ToolResult) -> None:
         self.entries.append(("finished", step, index, result.ok, result.output))
 

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from twisted.internet import defer, reactor
 
-from conversations import drain, llm, local_model, sweeper, with_parent, workers
+from conversations import drain, llm, local_model, mcp_servers, sweeper, with_parent, workers
 
 ASGI_APPLICATION = "chatsite.asgi:application"
 
@@ -68,6 +68,8 @@ class ClosingServer(Server):  # type: ignore[misc]
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, self.signalled, number)
         reactor.callWhenRunning(lambda: loop.call_soon(sweeper.start))
+        # The MCP servers' sessions, ready before the first answer needs them.
+        reactor.callWhenRunning(lambda: loop.call_soon(mcp_servers.start))
         super().run()
 
     def listen_success(self, port: Any) -> None:
@@ -98,7 +100,11 @@ class ClosingServer(Server):  # type: ignore[misc]
         except Exception:
             logger.exception("draining failed; stopping")
         finally:
-            self.stop()
+            try:
+                # After the answers: a call still running was cancelled with its answer.
+                await mcp_servers.stop()
+            finally:
+                self.stop()
 
     async def drain(self) -> None:
         drain.begin()
