@@ -227,6 +227,8 @@ MCP_SERVERS_FILE = os.environ.get("MCP_SERVERS_FILE", "").strip()
 MCP_START_WAIT = env_float("MCP_START_WAIT", 5.0)
 # A tool's output longer than this many characters is cut, with a note, for the model and the card.
 CHAT_TOOL_OUTPUT_LIMIT = env_int("CHAT_TOOL_OUTPUT_LIMIT", 100_000)
+# The largest image a tool's result may show on its card, in bytes (PNG, JPEG, GIF or WebP).
+CHAT_TOOL_IMAGE_LIMIT = env_int("CHAT_TOOL_IMAGE_LIMIT", 1024 * 1024)
 # A running tool's progress reports closer together than this many seconds are merged into one.
 CHAT_PROGRESS_INTERVAL = env_float("CHAT_PROGRESS_INTERVAL", 0.1)
 CHAT_CONCURRENT_ANSWERS = env_int("CHAT_CONCURRENT_ANSWERS", 3)

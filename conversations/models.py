@@ -184,6 +184,9 @@ class ToolCall(models.Model):
     structured_output = models.JSONField(
         null=True, blank=True, help_text="The JSON result beside the text (structuredContent)."
     )
+    images = models.JSONField(
+        default=list, blank=True, help_text="Images shown on the card: MIME type, size, base64."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -39,6 +39,11 @@ urlpatterns = [
         views.conversation_delete,
         name="conversation-delete",
     ),
+    path(
+        "tool-calls/<int:message_id>/<int:step>/<int:index>/images/<int:number>",
+        views.tool_call_image,
+        name="tool-call-image",
+    ),
     path("settings/tokens/", views.token_list, name="token-list"),
     path("settings/tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
 ]

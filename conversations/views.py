@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -20,7 +21,7 @@ from django_htmx.middleware import HtmxDetails
 from . import actions, llm, services
 from .api import export, tokens
 from .forms import ApiTokenForm, SignUpForm
-from .models import ApiToken, Conversation
+from .models import ApiToken, Conversation, ToolCall
 from .refusals import InvalidInput
 
 
@@ -196,6 +197,39 @@ def get_conversation(request: SignedInRequest, conversation_id: int) -> Conversa
         return services.conversation_get(user=request.user, conversation_id=conversation_id)
     except Conversation.DoesNotExist:
         raise Http404("No such conversation.") from None
+
+
+# How long the image of a call that has just finished may take to reach its row.
+IMAGE_WAIT = 3.0
+
+
+@require_GET
+@login_required
+async def tool_call_image(
+    request: HttpRequest, message_id: int, step: int, index: int, number: int
+) -> HttpResponse:
+    """An image of a tool call's result, served from its row (never a remote address), to the
+    conversation's owner only."""
+    user = await request.auser()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + IMAGE_WAIT
+    while True:
+        try:
+            image = await services.atool_call_image(
+                user=user, message_id=message_id, step=step, index=index, number=number
+            )
+        except ToolCall.DoesNotExist:
+            raise Http404("No such image.") from None
+        if image is not None:
+            break
+        if loop.time() > deadline:
+            raise Http404("No such image (yet).")
+        await asyncio.sleep(0.1)
+    response = HttpResponse(image.data, content_type=image.mime_type)
+    response["Cache-Control"] = "private, max-age=86400"
+    response["Content-Security-Policy"] = "default-src 'none'"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @require_http_methods(["GET", "POST"])

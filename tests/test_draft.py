@@ -249,6 +249,7 @@ def test_a_draft_restored_from_its_state_renders_like_the_original() -> None:
                 "progress_total": None,
                 "progress_message": "",
                 "structured_output": None,
+                "images": [],
             }
         ],
     }

@@ -7,6 +7,7 @@ nothing but its own tools. Against real servers: mcp-server-time (PyPI),
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -257,7 +258,10 @@ async def test_images_structured_content_and_resource_links(
     await runner.wait_for_local_runs()
 
     image, structured, links, echo = await calls_of(await assistant_message(conversation))
-    assert image.status == "succeeded" and "[image: image/png, " in image.output
+    assert image.status == "succeeded" and "[image 1: image/png, " in image.output
+    assert "shown to the user" in image.output
+    [stored] = image.images
+    assert stored["mime_type"] == "image/png" and stored["size"] > 100
     assert set(structured.structured_output) == {"temperature", "conditions", "humidity"}
     assert "[resource: " in links.output and "demo://resource/dynamic/" in links.output
     assert echo.output == "Echo: <script>alert(1)</script>"
@@ -657,3 +661,73 @@ async def test_the_admin_lists_each_server_and_each_calls_server(
         "time__get_current_time" in listing
         and "/admin/conversations/toolcall/mcp-servers/" in listing
     )
+
+
+@needs_everything
+async def test_an_image_is_served_from_the_row_to_its_owner_only(
+    configure: Any,
+    connect: Connect,
+    user: User,
+    other_user: User,
+    model_server: FakeOpenAI,
+    client: Client,
+) -> None:
+    configure({"everything": everything_stdio(requires_approval=False)})
+    model_server.queue(call_of("everything__get-tiny-image", {}))
+    model_server.queue(sse(text_stream("The logo.")))
+    conversation = await new_conversation(user)
+    page = await opened(connect, conversation, user)
+
+    await page.send_json_to({"message": "Show the logo"})
+    frames = await receive_until(page, finished, timeout=30)
+    await runner.wait_for_local_runs()
+
+    [call] = await calls_of(await assistant_message(conversation))
+    url = f"/tool-calls/{call.message_id}/1/0/images/0"
+    shown = "".join(frames)
+    assert f'<img src="{url}"' in shown
+    assert "base64" not in shown and call.images[0]["data"][:40] not in shown
+    await sync_to_async(client.force_login)(user)
+    response = await sync_to_async(client.get)(url)
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert response.content.startswith(b"\x89PNG")
+    assert response.content == base64.b64decode(call.images[0]["data"])
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert (await sync_to_async(client.get)(url.replace("images/0", "images/1"))).status_code == 404
+    await sync_to_async(client.force_login)(other_user)
+    assert (await sync_to_async(client.get)(url)).status_code == 404
+    # The JSON export names the image but holds no data.
+    await sync_to_async(client.force_login)(user)
+    exported = (
+        await sync_to_async(client.get)(f"/conversations/{conversation.pk}/export.json")
+    ).content
+    assert b'"mime_type": "image/png"' in exported or b'"mime_type":"image/png"' in exported
+    assert call.images[0]["data"][:40].encode() not in exported
+
+
+def test_images_that_are_not_what_they_say_or_too_large_are_described_not_shown() -> None:
+    import mcp_types
+
+    from conversations.mcp_servers.results import tool_result
+
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 100).decode()
+    script = base64.b64encode(b"<svg onload=alert(1)>").decode()
+    result = tool_result(
+        mcp_types.CallToolResult(
+            content=[
+                mcp_types.ImageContent(type="image", mime_type="image/png", data=png),
+                mcp_types.ImageContent(type="image", mime_type="image/png", data=script),
+                mcp_types.ImageContent(type="image", mime_type="image/svg+xml", data=script),
+                mcp_types.ImageContent(type="image", mime_type="image/png", data=png * 20),
+            ]
+        ),
+        image_limit=200,
+    )
+    assert [image["size"] for image in result.images] == [108]
+    assert result.output.splitlines() == [
+        "[image 1: image/png, 108 bytes, shown to the user]",
+        "[image: image/png, 21 bytes, not shown: its bytes are not an image/png]",
+        "[image: image/svg+xml, 21 bytes, not shown: "
+        "only PNG, JPEG, GIF and WebP images are shown]",
+        "[image: image/png, 2,160 bytes, not shown: larger than 200 bytes]",
+    ]

@@ -11,9 +11,9 @@ import asyncio
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from .. import metrics
 from ..streaming import events as provider
@@ -91,6 +91,9 @@ class CallDraft:
     progress_total: float | None = None
     progress_message: str = ""
     structured_output: Any = None
+    # The images the card shows: each {"mime_type", "size"} and, in the draft that saves them
+    # (the runner's) and the rows, "data" (base64). Events and states carry no data.
+    images: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def duration(self) -> timedelta | None:
@@ -132,6 +135,7 @@ def answer_state(answer: AnswerRecord) -> dict[str, Any]:
             fields = call_fields(call)
             for name in CALL_TIMES:
                 fields[name] = fields[name].isoformat() if fields[name] else None
+            fields["images"] = image_notes(fields["images"])
             calls.append(fields)
     return {
         "id": answer.id,
@@ -150,11 +154,22 @@ def answer_state(answer: AnswerRecord) -> dict[str, Any]:
     }
 
 
+def image_notes(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A call's images without their data: what events and states carry."""
+    return [{"mime_type": image["mime_type"], "size": image["size"]} for image in images]
+
+
 def _number(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def decided(decision: Decision | None) -> dict[str, str]:
+class Decided(TypedDict, total=False):
+    decision: str
+    decided_by: str
+    reason: str
+
+
+def decided(decision: Decision | None) -> Decided:
     """A `ToolStatus`'s decision fields."""
     if decision is None:
         return {}
@@ -385,6 +400,7 @@ class AnswerDraft:
             call.output = event.output
             call.error = event.error
             call.structured_output = event.structured
+            call.images = list(event.images)
             call.finished_at = parse_time(event.at)
         self.calls_version += 1
 
@@ -520,8 +536,14 @@ class AnswerDraft:
                 error=result.error,
                 at=now().isoformat(),
                 structured=result.structured,
+                images=image_notes(list(result.images)),
             )
         )
+        if result.images:
+            # The data goes to the rows only (the page fetches each image from there), soon.
+            self.calls[(step, index)].images = list(result.images)
+            self.calls_version += 1
+            self._save_soon()
 
     async def usage(self, usage: provider.Usage) -> None:
         self._emit(

@@ -7,7 +7,7 @@ at once, for a subscriber that fell too far behind for the kept events to catch 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -93,6 +93,8 @@ class ToolStatus:
     reason: str = ""
     # A finished call's JSON result beside its text (an MCP tool's structuredContent), or None.
     structured: Any = None
+    # Its images, as {"mime_type", "size"}; the page and clients fetch each one.
+    images: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,15 +180,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
 def event_to_dict(event: Event) -> dict[str, Any]:
     """The event as JSON-ready data: {"type": ..., "seq": ..., its fields}."""
     data: dict[str, Any] = {"type": event.TYPE}
-    for field in fields(event):
-        data[field.name] = getattr(event, field.name)
+    for item in fields(event):
+        data[item.name] = getattr(event, item.name)
     return data
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
     """The event `event_to_dict` made; KeyError or TypeError if `data` is not one."""
     kind = EVENT_TYPES[data["type"]]
-    return kind(**{field.name: data[field.name] for field in fields(kind) if field.name in data})
+    return kind(**{item.name: data[item.name] for item in fields(kind) if item.name in data})
 
 
 def tool_call_id(*, message_id: int, step: int, index: int) -> str:

@@ -57,7 +57,11 @@ class Servers:
 
     def __init__(self, configs: tuple[ServerConfig, ...]) -> None:
         self.loop = asyncio.get_running_loop()
-        self.servers = {config.name: McpServer(config) for config in configs if config.enabled}
+        self.servers = {
+            config.name: McpServer(config, image_limit=settings.CHAT_TOOL_IMAGE_LIMIT)
+            for config in configs
+            if config.enabled
+        }
         for server in self.servers.values():
             server.start()
 

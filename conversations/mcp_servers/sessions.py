@@ -73,8 +73,9 @@ def now() -> datetime:
 class McpServer:
     """One configured server: its session, its state and the tools it offers."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, image_limit: int = 1024 * 1024) -> None:
         self.config = config
+        self.image_limit = image_limit
         self.name = config.name
         self.state = ServerState.STARTING
         self.last_error = ""
@@ -321,7 +322,7 @@ class McpServer:
                 f"the MCP server {self.name!r} answered with a {type(result).__name__}, "
                 "not a tool result"
             )
-        return tool_result(result)
+        return tool_result(result, image_limit=self.image_limit)
 
 
 class _WatchedStream:

@@ -3,6 +3,7 @@ writes."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,3 +284,39 @@ TITLE_LENGTH = 60
 def title_fallback(text: str) -> str:
     """A conversation's title until it gets another: its first message's first characters."""
     return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1] + "…"
+
+
+# The image types a card shows (as the tool results' checks let through), served as they are.
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+@dataclass(frozen=True)
+class ToolCallImage:
+    mime_type: str
+    data: bytes
+
+
+def tool_call_image(
+    *, user: User | AnonymousUser, message_id: int, step: int, index: int, number: int
+) -> ToolCallImage | None:
+    """Image `number` of one of the user's tool calls; ToolCall.DoesNotExist for someone else's
+    (exactly like a missing one) or one that has no such image; None while its answer runs and
+    the image may not be saved yet."""
+    if not user.is_authenticated:
+        raise ToolCall.DoesNotExist
+    call = (
+        ToolCall.objects.select_related("message")
+        .only("images", "message__status")
+        .get(message_id=message_id, step=step, index=index, message__conversation__owner=user)
+    )
+    if number >= len(call.images):
+        if call.message.status in Message.IN_PROGRESS:
+            return None
+        raise ToolCall.DoesNotExist
+    image = call.images[number]
+    if image.get("mime_type") not in IMAGE_TYPES:
+        raise ToolCall.DoesNotExist
+    return ToolCallImage(image["mime_type"], base64.b64decode(image["data"]))
+
+
+atool_call_image = database_async(tool_call_image)

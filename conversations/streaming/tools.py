@@ -103,6 +103,8 @@ class ToolResult:
     output: str
     error: str = ""
     structured: Any = None
+    # Images to show on the card: each {"mime_type": ..., "data": base64}, already checked.
+    images: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def failure(cls, reason: str) -> ToolResult:
