@@ -134,6 +134,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.csp",
+                "conversations.context_processors.tool_credentials",
             ],
         },
     },
@@ -229,6 +230,11 @@ MCP_START_WAIT = env_float("MCP_START_WAIT", 5.0)
 CHAT_TOOL_OUTPUT_LIMIT = env_int("CHAT_TOOL_OUTPUT_LIMIT", 100_000)
 # The largest image a tool's result may show on its card, in bytes (PNG, JPEG, GIF or WebP).
 CHAT_TOOL_IMAGE_LIMIT = env_int("CHAT_TOOL_IMAGE_LIMIT", 1024 * 1024)
+# Fernet keys (comma-separated; the first encrypts, any decrypts) for the values users enter for
+# MCP servers' user_headers. Empty: a key derived from SECRET_KEY (docs/mcp.md).
+CREDENTIALS_KEY = env_list("CREDENTIALS_KEY")
+# Seconds a user's own session with an MCP server (user_headers) stays open unused.
+MCP_USER_SESSION_IDLE = env_float("MCP_USER_SESSION_IDLE", 600.0)
 # A running tool's progress reports closer together than this many seconds are merged into one.
 CHAT_PROGRESS_INTERVAL = env_float("CHAT_PROGRESS_INTERVAL", 0.1)
 CHAT_CONCURRENT_ANSWERS = env_int("CHAT_CONCURRENT_ANSWERS", 3)

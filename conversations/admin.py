@@ -16,7 +16,14 @@ from django.utils.html import format_html
 
 from . import mcp_servers
 from .api import tokens
-from .models import ApiToken, Conversation, ConversationQuerySet, Message, ToolCall
+from .models import (
+    ApiToken,
+    Conversation,
+    ConversationQuerySet,
+    Message,
+    ToolCall,
+    UserCredential,
+)
 from .templatetags.chat import seconds
 
 
@@ -333,3 +340,20 @@ class ApiTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         for token in chosen:
             tokens.token_revoke(token=token)
         self.message_user(request, f"Revoked {len(chosen)} token(s).", messages.SUCCESS)
+
+
+@admin.register(UserCredential)
+class UserCredentialAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Who entered which value for which MCP server: never the value (users enter it on their
+    settings page; staff can only remove it)."""
+
+    list_display = ["user", "server", "name", "updated_at"]
+    list_filter = ["server", "updated_at"]
+    search_fields = ["user__username", "server", "name"]
+    fields = readonly_fields = ("user", "server", "name", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

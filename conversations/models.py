@@ -233,6 +233,30 @@ class ApiToken(models.Model):
         return self.revoked_at is not None
 
 
+class UserCredential(models.Model):
+    """A value a user entered for an MCP server's `user_headers` (${user:NAME}), encrypted with
+    CREDENTIALS_KEY (Fernet); never shown again, logged or exported."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credentials"
+    )
+    server = models.CharField(max_length=64, help_text="The MCP server's name.")
+    name = models.CharField(max_length=64, help_text="The value's name, as ${user:NAME} has it.")
+    encrypted = models.BinaryField(help_text="The value, encrypted (Fernet).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user", "server", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "server", "name"], name="unique_user_credential"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server}: {self.name}"
+
+
 def checkpoint_columns(checkpoint: AnswerCheckpoint) -> dict[str, Any]:
     """The Message columns a checkpoint writes, by name."""
     return {

@@ -46,7 +46,10 @@ def _toolbox(
 async def atoolbox_for(*, user_id: int, conversation_id: int) -> Toolbox:
     """`toolbox_for`, and the tools of the MCP servers that are up (MCP_SERVERS_FILE)."""
     site = toolbox_for(user_id=user_id, conversation_id=conversation_id)
-    remote = tuple(await mcp_servers.offered_tools())
+    credentials = None
+    if settings.MCP_SERVERS_FILE and mcp_servers.needs_credentials():
+        credentials = await services.acredentials_of(user_id=user_id)
+    remote = tuple(await mcp_servers.offered_tools(user_id=user_id, credentials=credentials))
     if not remote:
         return site
     key = (id(site), *map(id, remote))

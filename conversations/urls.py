@@ -45,5 +45,6 @@ urlpatterns = [
         name="tool-call-image",
     ),
     path("settings/tokens/", views.token_list, name="token-list"),
+    path("settings/credentials/", views.credential_list, name="credential-list"),
     path("settings/tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
 ]

@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from . import actions, llm, services
+from . import actions, llm, mcp_servers, services
 from .api import export, tokens
 from .forms import ApiTokenForm, SignUpForm
 from .models import ApiToken, Conversation, ToolCall
@@ -256,6 +256,43 @@ def token_list(request: SignedInRequest) -> HttpResponse:
             "created_raw": created[1] if created else "",
         },
         status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@never_cache
+def credential_list(request: SignedInRequest) -> HttpResponse:
+    """The values the MCP servers' `user_headers` ask of the user: which are set (never what
+    they are); a POST saves or removes one."""
+    fields = mcp_servers.credential_fields()
+    if request.method == "POST":
+        server, name = request.POST.get("server", ""), request.POST.get("name", "")
+        if not any(config.name == server and field == name for config, field in fields):
+            flash.error(request, "No MCP server asks for that value.")
+            return redirect("credential-list")
+        if request.POST.get("action") == "remove":
+            services.credential_delete(user=request.user, server=server, name=name)
+            flash.success(request, f"Removed {name} for {server}.")
+            return redirect("credential-list")
+        try:
+            services.credential_set(
+                user=request.user, server=server, name=name, value=request.POST.get("value", "")
+            )
+        except InvalidInput as error:
+            flash.error(request, f"{name} for {server}: {error}")
+        else:
+            flash.success(request, f"Saved {name} for {server}. It is not shown again.")
+        return redirect("credential-list")
+    saved = services.credentials_saved(user=request.user)
+    rows = [
+        {"server": config, "name": name, "saved": saved.get((config.name, name))}
+        for config, name in fields
+    ]
+    return render(
+        request,
+        "settings/credentials.html",
+        {"rows": rows, "max_length": services.CREDENTIAL_MAX_LENGTH},
     )
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "ServerState",
     "check_mcp_servers",
     "configured",
+    "credential_fields",
+    "needs_credentials",
     "offered_tools",
     "running",
     "stop",
@@ -53,27 +55,76 @@ def check_mcp_servers(**kwargs: object) -> list[checks.CheckMessage]:
 
 
 class Servers:
-    """The servers' sessions on one event loop."""
+    """The servers' sessions on one event loop: one per server, and for a server with
+    `user_headers` one per user who entered their values."""
 
     def __init__(self, configs: tuple[ServerConfig, ...]) -> None:
         self.loop = asyncio.get_running_loop()
+        enabled = [config for config in configs if config.enabled]
+        self.per_user = [config for config in enabled if config.user_headers]
         self.servers = {
             config.name: McpServer(config, image_limit=settings.CHAT_TOOL_IMAGE_LIMIT)
-            for config in configs
-            if config.enabled
+            for config in enabled
+            if not config.user_headers
         }
+        self.user_servers: dict[tuple[str, int], McpServer] = {}
         for server in self.servers.values():
             server.start()
 
-    async def offered(self, wait: float) -> list[Tool]:
-        starting = [
-            server.tried.wait() for server in self.servers.values() if not server.tried.is_set()
-        ]
+    def for_user(
+        self, user_id: int | None, credentials: dict[str, dict[str, str]]
+    ) -> list[McpServer]:
+        """The user's own sessions (started if need be) with the servers that take their values;
+        none with a server whose values they have not all entered."""
+        found: list[McpServer] = []
+        if user_id is None:
+            return found
+        for config in self.per_user:
+            headers = config.headers_for(credentials.get(config.name, {}))
+            if headers is None:
+                continue
+            key = (config.name, user_id)
+            server = self.user_servers.get(key)
+            if server is not None and server.headers != headers:
+                # They changed a value: the old session goes, a new one has the new headers.
+                self.loop.create_task(server.stop())
+                server = None
+            if server is None:
+                server = McpServer(
+                    config,
+                    image_limit=settings.CHAT_TOOL_IMAGE_LIMIT,
+                    headers=headers,
+                    user_id=user_id,
+                )
+                server.start()
+                self.user_servers[key] = server
+            server.last_used = self.loop.time()
+            found.append(server)
+        return found
+
+    def close_idle(self) -> None:
+        """Close the users' sessions unused for MCP_USER_SESSION_IDLE seconds."""
+        idle = self.loop.time() - settings.MCP_USER_SESSION_IDLE
+        for key, server in list(self.user_servers.items()):
+            if server.last_used < idle and not server.calls_running:
+                del self.user_servers[key]
+                self.loop.create_task(server.stop())
+
+    async def offered(
+        self,
+        wait: float,
+        *,
+        user_id: int | None = None,
+        credentials: dict[str, dict[str, str]] | None = None,
+    ) -> list[Tool]:
+        self.close_idle()
+        servers = [*self.servers.values(), *self.for_user(user_id, credentials or {})]
+        starting = [server.tried.wait() for server in servers if not server.tried.is_set()]
         if starting:
             await asyncio.wait([asyncio.ensure_future(ready) for ready in starting], timeout=wait)
         tools: list[Tool] = []
         owner: dict[str, str] = {}
-        for server in self.servers.values():
+        for server in servers:
             if server.state != ServerState.UP:
                 continue
             for tool in server.tools:
@@ -91,7 +142,9 @@ class Servers:
         return tools
 
     async def stop(self) -> None:
-        await asyncio.gather(*(server.stop() for server in self.servers.values()))
+        everyone = [*self.servers.values(), *self.user_servers.values()]
+        self.user_servers.clear()
+        await asyncio.gather(*(server.stop() for server in everyone))
 
 
 _servers: Servers | None = None
@@ -113,11 +166,29 @@ def start() -> Servers:
     return servers
 
 
-async def offered_tools() -> list[Tool]:
-    """The tools of the servers that are up, as the model is offered them."""
+def needs_credentials() -> bool:
+    """Whether a server takes users' own values (user_headers)."""
+    return any(config.user_headers for config in configured() if config.enabled)
+
+
+def credential_fields() -> list[tuple[ServerConfig, str]]:
+    """Each (server, name) a user may enter a value for, in the file's order."""
+    return [
+        (config, name)
+        for config in configured()
+        if config.enabled
+        for name in config.credential_names
+    ]
+
+
+async def offered_tools(
+    *, user_id: int | None = None, credentials: dict[str, dict[str, str]] | None = None
+) -> list[Tool]:
+    """The tools of the servers that are up, as the model is offered them; with a user's
+    `credentials`, those of their own sessions too."""
     if not settings.MCP_SERVERS_FILE:
         return []
-    return await start().offered(settings.MCP_START_WAIT)
+    return await start().offered(settings.MCP_START_WAIT, user_id=user_id, credentials=credentials)
 
 
 def overview() -> list[dict[str, object]]:
@@ -128,10 +199,14 @@ def overview() -> list[dict[str, object]]:
     except ConfigError as error:
         return [{"name": "?", "state": "not started", "last_error": str(error)}]
     started = _servers.servers if _servers is not None else {}
+    sessions = list(_servers.user_servers) if _servers is not None else []
     rows: list[dict[str, object]] = []
     for config in configs:
         server = started.get(config.name)
         state = "disabled" if not config.enabled else "not started in this process yet"
+        if config.enabled and config.user_headers:
+            users = sum(1 for name, _ in sessions if name == config.name)
+            state = f"one session per user ({users} open)"
         rows.append(
             {
                 "name": config.name,

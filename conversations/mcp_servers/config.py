@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# In `user_headers`: a value each user enters on their settings page (stored encrypted).
+USER_VARIABLE = re.compile(r"\$\{user:([A-Za-z_][A-Za-z0-9_]*)\}")
 # What separates a server's name from its tool's in the name the model is offered.
 SEPARATOR = "__"
 
@@ -37,7 +39,7 @@ TRANSPORT_TYPES: dict[str, Transport] = {
 
 COMMON_KEYS = {"type", "requires_approval", "tools", "timeout", "enabled", "description"}
 STDIO_KEYS = {"command", "args", "env", "cwd"}
-HTTP_KEYS = {"url", "headers"}
+HTTP_KEYS = {"url", "headers", "user_headers"}
 
 
 class ConfigError(Exception):
@@ -54,6 +56,9 @@ class ServerConfig:
     cwd: str | None = None
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    # Headers with each user's own values, ${user:NAME}: a user without them is not offered the
+    # server's tools; with them, they get a session of their own.
+    user_headers: dict[str, str] = field(default_factory=dict)
     # A remote tool can do anything: each call asks the user first unless this is false.
     requires_approval: bool = True
     # The server's tools that are offered (by the server's names for them); None: all.
@@ -65,6 +70,25 @@ class ServerConfig:
 
     def offered_name(self, tool: str) -> str:
         return f"{self.name}{SEPARATOR}{tool}"
+
+    @property
+    def credential_names(self) -> tuple[str, ...]:
+        """The names of the values each user enters for this server (${user:NAME})."""
+        found = {
+            name for value in self.user_headers.values() for name in USER_VARIABLE.findall(value)
+        }
+        return tuple(sorted(found))
+
+    def headers_for(self, credentials: dict[str, str]) -> dict[str, str] | None:
+        """The headers of a user's session: the shared ones and theirs, or None if they lack a
+        value it needs."""
+        if any(name not in credentials for name in self.credential_names):
+            return None
+        mine = {
+            header: USER_VARIABLE.sub(lambda match: credentials[match.group(1)], value)
+            for header, value in self.user_headers.items()
+        }
+        return {**self.headers, **mine}
 
 
 def load(path: str | Path) -> list[ServerConfig]:
@@ -126,7 +150,20 @@ def server(name: str, entry: Any, source: str) -> ServerConfig:
     url = read.text("url", None)
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: key 'url': expected an http:// or https:// URL")
-    return ServerConfig(name, transport, url=url, headers=read.mapping("headers"), **options)
+    user_headers = read.mapping("user_headers")
+    if user_headers and not any(USER_VARIABLE.search(value) for value in user_headers.values()):
+        raise ConfigError(
+            f"{where}: key 'user_headers': no value names a user's own, as ${{user:NAME}} "
+            "(shared values go in 'headers')"
+        )
+    return ServerConfig(
+        name,
+        transport,
+        url=url,
+        headers=read.mapping("headers"),
+        user_headers=user_headers,
+        **options,
+    )
 
 
 def transport_of(entry: dict[str, Any], where: str) -> Transport:

@@ -73,10 +73,23 @@ def now() -> datetime:
 class McpServer:
     """One configured server: its session, its state and the tools it offers."""
 
-    def __init__(self, config: ServerConfig, *, image_limit: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        image_limit: int = 1024 * 1024,
+        headers: dict[str, str] | None = None,
+        user_id: int | None = None,
+    ) -> None:
         self.config = config
         self.image_limit = image_limit
         self.name = config.name
+        # A user's own session (user_headers): its headers, theirs included, are never logged.
+        self.headers = config.headers if headers is None else headers
+        self.user_id = user_id
+        self.label = config.name if user_id is None else f"{config.name} (user {user_id})"
+        self.last_used = 0.0
+        self.calls_running = 0
         self.state = ServerState.STARTING
         self.last_error = ""
         self.restarts = 0
@@ -96,7 +109,7 @@ class McpServer:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._supervise(), name=f"mcp-{self.name}")
+            self._task = asyncio.create_task(self._supervise(), name=f"mcp-{self.label}")
 
     async def stop(self, within: float = 5.0) -> None:
         """End the session (a stdio server is told to exit, then terminated)."""
@@ -150,7 +163,7 @@ class McpServer:
             self.last_error = problem or "the session ended"
             logger.warning(
                 "MCP server %s is down: %s; trying again in %g s.%s",
-                self.name,
+                self.label,
                 self.last_error,
                 delay,
                 f" Its stderr ended with:\n{tail}" if tail.strip() else "",
@@ -185,7 +198,7 @@ class McpServer:
             self.last_error = ""
             logger.info(
                 "MCP server %s is up: %s.",
-                self.name,
+                self.label,
                 ", ".join(tool.name for tool in self.tools) or "no tools offered",
             )
             self.tried.set()
@@ -202,7 +215,7 @@ class McpServer:
                         await self._list(client)
                     logger.info(
                         "MCP server %s changed its tools: %s.",
-                        self.name,
+                        self.label,
                         ", ".join(tool.name for tool in self.tools) or "none offered",
                     )
 
@@ -219,16 +232,16 @@ class McpServer:
             )
             inner: Any = stdio_client(parameters, errlog=errlog)
         elif config.transport == "sse":
-            inner = sse_client(config.url, headers=config.headers or None)
+            inner = sse_client(config.url, headers=self.headers or None)
         else:
-            http = create_mcp_http_client(headers=config.headers or None)
+            http = create_mcp_http_client(headers=self.headers or None)
             await stack.enter_async_context(http)
             inner = streamable_http_client(config.url, http_client=http)
         return watched(inner, self._lost)
 
     async def _message(self, message: Any) -> None:
         if isinstance(message, Exception):
-            logger.warning("MCP server %s sent something unreadable: %s", self.name, message)
+            logger.warning("MCP server %s sent something unreadable: %s", self.label, message)
         elif isinstance(message, mcp_types.ToolListChangedNotification):
             self._relist = True
             self._wake.set()
@@ -305,6 +318,7 @@ class McpServer:
             if reporter is not None:
                 await reporter(progress, total, message or "")
 
+        self.calls_running += 1
         try:
             result = await client.call_tool(tool, arguments, progress_callback=relay)
         except MCPError as error:
@@ -317,6 +331,8 @@ class McpServer:
         except (httpx2.HTTPError, OSError, anyio.BrokenResourceError) as error:
             self._lost(describe(error))
             return ToolResult.failure(f"the MCP server {self.name!r} could not be reached: {error}")
+        finally:
+            self.calls_running -= 1
         if not isinstance(result, mcp_types.CallToolResult):
             return ToolResult.failure(
                 f"the MCP server {self.name!r} answered with a {type(result).__name__}, "

@@ -22,6 +22,14 @@ from .conversations import (
     conversation_rename,
     conversation_title_generated,
 )
+from .credentials import (
+    CREDENTIAL_MAX_LENGTH,
+    acredentials_of,
+    credential_delete,
+    credential_set,
+    credentials_of,
+    credentials_saved,
+)
 from .database import (
     database_async,
 )
@@ -103,6 +111,7 @@ from .turns import (
 __all__ = [
     "CLOSED_MESSAGE",
     "CONTINUE_TEXT",
+    "CREDENTIAL_MAX_LENGTH",
     "CUT_OFF_ERRORS",
     "ENDED_SEQ_STEP",
     "INTERRUPTED_ERROR",
@@ -128,6 +137,7 @@ __all__ = [
     "aconversation_rename",
     "aconversation_title_generated",
     "aconversation_usage",
+    "acredentials_of",
     "afirst_exchange",
     "alast_answer",
     "amessage_get",
@@ -162,6 +172,10 @@ __all__ = [
     "conversation_search",
     "conversation_title_generated",
     "conversation_usage",
+    "credential_delete",
+    "credential_set",
+    "credentials_of",
+    "credentials_saved",
     "current_messages",
     "database_async",
     "first_exchange",

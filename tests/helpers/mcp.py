@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -82,6 +83,33 @@ def everything_http(port: int | None = None) -> Iterator[str]:
         process.wait(timeout=10)
 
 
+@contextmanager
+def faults_http(markers: Path) -> Iterator[str]:
+    """The fault server over streamable HTTP on a port of its own: its URL, once it listens."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.mcp_faults", "http", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "MARKERS": str(markers)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, f"the fault server exited with {process.returncode}"
+                assert time.monotonic() < deadline, "the fault server did not start listening"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def marked(markers: Path, name: str) -> list[str]:
     path = markers / name
-    return path.read_text().split() if path.exists() else []
+    return path.read_text().splitlines() if path.exists() else []

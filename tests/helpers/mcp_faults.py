@@ -114,6 +114,15 @@ def broken_schema(value: str) -> str:
 
 
 @server.tool()
+def whoami(ctx: Context) -> str:
+    """Tell the test (MARKERS/whoami) which Authorization header the call came with (HTTP)."""
+    request = ctx.request_context.request
+    headers = getattr(request, "headers", None)
+    mark("whoami", headers.get("authorization", "none") if headers is not None else "stdio")
+    return "seen"
+
+
+@server.tool()
 def echo(text: str) -> str:
     """Say it back."""
     return text
