@@ -102,3 +102,4 @@ mutate: install
 # The PostgreSQL + Redis part needs both on 127.0.0.1; BENCH_ARGS="--streams 50 --no-peer" etc.
 bench: install
 	$(VENV)/python bench/run.py $(BENCH_ARGS)
+	$(VENV)/python bench/mcp_calls.py

@@ -233,7 +233,7 @@ async def test_progress_streams_to_the_api_and_the_page(
 
 
 @needs_everything
-async def test_images_structured_content_and_resource_links(
+async def test_images_structured_content_resource_links_and_an_error(
     configure: Any, connect: Connect, user: User, model_server: FakeOpenAI
 ) -> None:
     configure({"everything": everything_stdio(requires_approval=False)})
@@ -245,6 +245,10 @@ async def test_images_structured_content_and_resource_links(
                     ("everything__get-structured-content", json.dumps({"location": "Chicago"})),
                     ("everything__get-resource-links", json.dumps({"count": 2})),
                     ("everything__echo", json.dumps({"message": "<script>alert(1)</script>"})),
+                    (
+                        "everything__gzip-file-as-resource",
+                        json.dumps({"name": "x", "data": "not a url", "outputType": "resource"}),
+                    ),
                 ]
             )
         )
@@ -257,7 +261,10 @@ async def test_images_structured_content_and_resource_links(
     frames = await receive_until(page, finished, timeout=30)
     await runner.wait_for_local_runs()
 
-    image, structured, links, echo = await calls_of(await assistant_message(conversation))
+    image, structured, links, echo, error = await calls_of(await assistant_message(conversation))
+    # The server's own error result: a failed call, its text what the model reads.
+    assert error.status == "failed" and "Invalid URL" in error.error
+    assert error.output.startswith("Error: ") and "Invalid URL" in error.output
     assert image.status == "succeeded" and "[image 1: image/png, " in image.output
     assert "shown to the user" in image.output
     [stored] = image.images
